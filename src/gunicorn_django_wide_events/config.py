@@ -1,0 +1,174 @@
+"""Every setting the environment can change, read once in the gunicorn master before the first fork.
+
+Nothing else in the package reads ``os.environ`` for its own settings: the request path gets a
+frozen ``Config`` and never parses a string. A bad value stops start-up with one message naming
+the variable, the value and what is accepted, instead of failing on every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+ENV_PREFIX: Final = "WIDE_EVENTS_"
+
+WIDE_EVENTS_CAPTURE_USER_ID: Final = "WIDE_EVENTS_CAPTURE_USER_ID"
+"""Put the authenticated Django user's primary key on the event as ``enduser.id``."""
+
+WIDE_EVENTS_REDACT_QUERY_KEYS: Final = "WIDE_EVENTS_REDACT_QUERY_KEYS"
+"""Extra query-string key fragments (comma-separated) whose values become ``REDACTED``."""
+
+WIDE_EVENTS_SQL_MAX_LENGTH: Final = "WIDE_EVENTS_SQL_MAX_LENGTH"
+"""Longest SQL statement text kept on an event, in characters."""
+
+WIDE_EVENTS_SHUTDOWN_TIMEOUT: Final = "WIDE_EVENTS_SHUTDOWN_TIMEOUT"
+"""Seconds a stopping worker waits for its last spans to be exported."""
+
+# Standard OpenTelemetry variables this package honours for the request event.
+OTEL_CAPTURE_REQUEST_HEADERS: Final = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
+OTEL_CAPTURE_RESPONSE_HEADERS: Final = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"
+OTEL_SANITIZE_HEADER_FIELDS: Final = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
+OTEL_EXCLUDED_URLS: Final = "OTEL_PYTHON_EXCLUDED_URLS"
+OTEL_DJANGO_EXCLUDED_URLS: Final = "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"
+
+# Query-string keys containing one of these (case-insensitively) never leave the process.
+DEFAULT_REDACT_QUERY_KEYS: Final = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "session",
+    "csrf",
+    "signature",
+    "sig",
+    "credential",
+    "jwt",
+    "otp",
+    "code",
+)
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value this package cannot use."""
+
+    def __init__(self, name: str, raw: str, accepted: str) -> None:
+        super().__init__(f"{name}={raw!r} is not valid: expected {accepted}")
+        self.name = name
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(name, raw, "one of true/false, yes/no, on/off, 1/0")
+
+
+def parse_positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(name, raw, "a whole number greater than 0")
+    return value
+
+
+def parse_positive_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(name, raw, "a number of seconds greater than 0, such as 2 or 0.5")
+    return value
+
+
+def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
+    keys = tuple(key.strip().lower() for key in raw.split(",") if key.strip())
+    if any(not key.replace("_", "").replace("-", "").isalnum() for key in keys):
+        raise ConfigError(name, raw, "comma-separated words made of letters, digits, - and _")
+    return keys
+
+
+def parse_pattern_list(name: str, raw: str) -> tuple[str, ...]:
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise ConfigError(
+                name, raw, f"comma-separated names or regular expressions ({pattern!r} is neither)"
+            ) from None
+    return patterns
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: where it goes in ``Config`` and how its text is read."""
+
+    env: str
+    field: str
+    parse: Callable[[str, str], Any]
+
+
+SETTINGS: Final = (
+    Setting(WIDE_EVENTS_CAPTURE_USER_ID, "capture_user_id", parse_bool),
+    Setting(WIDE_EVENTS_REDACT_QUERY_KEYS, "extra_redact_query_keys", parse_key_list),
+    Setting(WIDE_EVENTS_SQL_MAX_LENGTH, "sql_max_length", parse_positive_int),
+    Setting(WIDE_EVENTS_SHUTDOWN_TIMEOUT, "shutdown_timeout_s", parse_positive_seconds),
+    Setting(OTEL_CAPTURE_REQUEST_HEADERS, "capture_request_headers", parse_pattern_list),
+    Setting(OTEL_CAPTURE_RESPONSE_HEADERS, "capture_response_headers", parse_pattern_list),
+    Setting(OTEL_SANITIZE_HEADER_FIELDS, "sanitize_header_fields", parse_pattern_list),
+    # The Django-specific list wins over the generic one, as in opentelemetry-util-http.
+    Setting(OTEL_EXCLUDED_URLS, "excluded_urls", parse_pattern_list),
+    Setting(OTEL_DJANGO_EXCLUDED_URLS, "excluded_urls", parse_pattern_list),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting the environment can change, read once in the master before the first fork."""
+
+    capture_user_id: bool = False
+    extra_redact_query_keys: tuple[str, ...] = ()
+    sql_max_length: int = 2048
+    shutdown_timeout_s: float = 5.0
+    capture_request_headers: tuple[str, ...] = ()
+    capture_response_headers: tuple[str, ...] = ()
+    sanitize_header_fields: tuple[str, ...] = ()
+    excluded_urls: tuple[str, ...] = ()
+
+    @property
+    def redact_query_keys(self) -> tuple[str, ...]:
+        return DEFAULT_REDACT_QUERY_KEYS + self.extra_redact_query_keys
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Config:
+        """Read the ``WIDE_EVENTS_*`` variables.
+
+        Raises:
+            ConfigError: a variable is set to a value outside what it accepts.
+        """
+        values = {
+            setting.field: setting.parse(setting.env, environ[setting.env])
+            for setting in SETTINGS
+            if setting.env in environ
+        }
+        return cls(**values)
+
+
+def default_of(setting: Setting) -> Any:
+    """The value a setting has when its variable is not set (the README table shows it)."""
+    (field,) = (field for field in dataclasses.fields(Config) if field.name == setting.field)
+    return field.default

@@ -1,0 +1,233 @@
+"""Export across fork: the master hands its exporters over, each worker builds its own.
+
+``opentelemetry-instrument`` sets the SDK up in the gunicorn master, exporters included: a gRPC
+channel and an export thread per signal. Inherited by a fork, a gRPC channel can deadlock the
+worker, and a thread alive at fork makes Python 3.12+ warn. So before the first fork the master
+takes the exporting processors and readers out of the SDK providers and shuts them down,
+remembering only the exporter classes; after fork each worker builds fresh exporters from those
+classes (they read the same ``OTEL_EXPORTER_*`` variables) and its own batch processors.
+
+The SDK offers no public way to list or remove span and log processors; the few private
+attributes read here are pinned by ``tests/unit/test_export.py`` so an SDK change shows up there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Final
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+from .guard import log_once
+
+# Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
+DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024
+
+# Exporters log every failed batch; a dead collector is worth one line per worker, not a stream.
+EXPORTER_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+)
+
+
+class FirstRecordOnly(logging.Filter):
+    """Lets one record through per process, then one note saying the rest are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.seen += 1
+        if self.seen == 1:
+            record.msg = f"{record.msg} (further export errors of this process are not logged)"
+        return self.seen == 1
+
+    def reset(self) -> None:
+        self.seen = 0
+
+
+_first_record_only: Final = FirstRecordOnly()
+
+
+def quiet_exporter_loggers() -> None:
+    for name in EXPORTER_LOGGERS:
+        exporter_logger = logging.getLogger(name)
+        if _first_record_only not in exporter_logger.filters:
+            exporter_logger.addFilter(_first_record_only)
+
+
+def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]) -> None:
+    """Lift the attribute-count limit unless the user set ``OTEL_*ATTRIBUTE_COUNT_LIMIT``."""
+    if "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in environ or "OTEL_ATTRIBUTE_COUNT_LIMIT" in environ:
+        return
+    limits = provider._span_limits
+    provider._span_limits = SpanLimits(
+        max_span_attributes=DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT,
+        max_events=limits.max_events,
+        max_links=limits.max_links,
+        max_event_attributes=limits.max_event_attributes,
+        max_link_attributes=limits.max_link_attributes,
+        max_attribute_length=limits.max_attribute_length,
+        max_span_attribute_length=limits.max_span_attribute_length,
+    )
+
+
+class WorkerSpanProcessor(SpanProcessor):
+    """Batches spans to exporters built in this process; drops them until ``start()``."""
+
+    def __init__(self, exporter_types: Sequence[type[SpanExporter]]) -> None:
+        self.exporter_types = tuple(exporter_types)
+        self._processors: tuple[BatchSpanProcessor, ...] = ()
+        self._exporters: tuple[SpanExporter, ...] = ()
+
+    def start(self) -> None:
+        self._exporters = tuple(exporter_type() for exporter_type in self.exporter_types)
+        self._processors = tuple(BatchSpanProcessor(exporter) for exporter in self._exporters)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self._processors:
+            processor.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(processor.force_flush(timeout_millis) for processor in self._processors)
+
+    def shutdown(self) -> None:
+        processors, self._processors = self._processors, ()
+        for processor in processors:
+            processor.shutdown()
+
+    def shutdown_within(self, timeout_s: float) -> bool:
+        """Export what is queued, waiting at most ``timeout_s``; then stop exporting for good.
+
+        ``BatchSpanProcessor`` bounds neither its flush nor its shutdown by a timeout of ours,
+        so they run in a helper thread; past the deadline the exporters are shut down, which
+        aborts an export stuck on a slow or dead collector.
+        """
+        exporters = self._exporters
+        stopper = threading.Thread(target=self.shutdown, name="wide-events-shutdown", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if not stopper.is_alive():
+            return True
+        log_once(
+            "export.shutdown",
+            "gunicorn-django-wide-events: spans not exported within %.1fs of worker exit "
+            "were dropped (is the collector reachable?)",
+            timeout_s,
+        )
+        for exporter in exporters:
+            exporter.shutdown()
+        return False
+
+
+class ForkSafeExport:
+    """Moves the SDK's exporting parts from the master into each worker."""
+
+    def __init__(self) -> None:
+        self.span_processor: WorkerSpanProcessor | None = None
+        self._metric_exporter_types: list[type[MetricExporter]] = []
+        self._log_exporter_types: list[type[LogRecordExporter]] = []
+        self._taken_over = False
+
+    def take_over(self, environ: dict[str, str]) -> None:
+        """In the master, before the first fork: stop every exporter and export thread."""
+        if self._taken_over:
+            return
+        self._taken_over = True
+        self._take_over_traces(environ)
+        self._take_over_metrics()
+        self._take_over_logs()
+
+    def start_in_worker(self) -> None:
+        """In a worker, right after fork: build this process's exporters."""
+        _first_record_only.reset()
+        if self.span_processor is not None:
+            self.span_processor.start()
+        meter_provider = metrics.get_meter_provider()
+        if isinstance(meter_provider, MeterProvider):
+            for metric_exporter_type in self._metric_exporter_types:
+                reader = PeriodicExportingMetricReader(metric_exporter_type())
+                meter_provider.add_metric_reader(reader)
+                meter_provider._metric_readers = [*meter_provider._metric_readers, reader]
+        logger_provider = get_logger_provider()
+        if isinstance(logger_provider, LoggerProvider):
+            for log_exporter_type in self._log_exporter_types:
+                processor = BatchLogRecordProcessor(log_exporter_type())
+                logger_provider.add_log_record_processor(processor)
+
+    def _take_over_traces(self, environ: dict[str, str]) -> None:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            log_once(
+                "export.no_sdk",
+                "gunicorn-django-wide-events: no OpenTelemetry SDK tracer provider is set, so "
+                "wide events are not exported; start gunicorn with `opentelemetry-instrument`",
+            )
+            return
+        raise_span_attribute_limit(provider, environ)
+        multi = provider._active_span_processor
+        kept: list[SpanProcessor] = []
+        handed_over: list[SpanProcessor] = []
+        exporter_types: list[type[SpanExporter]] = []
+        for processor in multi._span_processors:
+            if isinstance(processor, (BatchSpanProcessor, SimpleSpanProcessor)):
+                exporter_types.append(type(processor.span_exporter))
+                handed_over.append(processor)
+            else:
+                kept.append(processor)
+        self.span_processor = WorkerSpanProcessor(exporter_types)
+        multi._span_processors = (*kept, self.span_processor)
+        for processor in handed_over:
+            processor.shutdown()
+
+    def _take_over_metrics(self) -> None:
+        provider = metrics.get_meter_provider()
+        if not isinstance(provider, MeterProvider):
+            return
+        kept = []
+        for reader in provider._metric_readers:
+            if isinstance(reader, PeriodicExportingMetricReader):
+                self._metric_exporter_types.append(type(reader._exporter))
+                provider.remove_metric_reader(reader)  # also shuts it down
+            else:
+                kept.append(reader)
+        # MeterProvider.shutdown() walks this list: keep it equal to the registered readers.
+        provider._metric_readers = kept
+
+    def _take_over_logs(self) -> None:
+        provider = get_logger_provider()
+        if not isinstance(provider, LoggerProvider):
+            return
+        multi: Any = provider._multi_log_record_processor
+        kept = []
+        for processor in multi._log_record_processors:
+            if isinstance(processor, BatchLogRecordProcessor):
+                self._log_exporter_types.append(type(processor._batch_processor._exporter))
+                processor.shutdown()
+            elif isinstance(processor, SimpleLogRecordProcessor):
+                self._log_exporter_types.append(type(processor._exporter))
+                processor.shutdown()
+            else:
+                kept.append(processor)
+        multi._log_record_processors = tuple(kept)

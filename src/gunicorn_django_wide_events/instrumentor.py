@@ -1,0 +1,56 @@
+"""WideEventsInstrumentor: wires the pieces together, nothing more.
+
+Loaded by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor`` entry point,
+in the gunicorn master, after the SDK is configured and before gunicorn reads its config.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from . import django_db, django_request, rejected, server
+from .config import Config, ConfigError
+from .export import ForkSafeExport, quiet_exporter_loggers
+from .hooks import GunicornHooks
+
+
+class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """One wide event per request for Django served by gunicorn.
+
+    Args (to ``instrument``):
+        config: settings to use instead of reading the ``WIDE_EVENTS_*`` variables.
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("django >= 4.2", "gunicorn >= 23")
+
+    def _instrument(self, **kwargs: Any) -> None:
+        config = kwargs.get("config") or _config_or_exit()
+        hooks = GunicornHooks(config, ForkSafeExport())
+        quiet_exporter_loggers()
+        server.attach_to_arbiter(hooks)
+        rejected.watch_error_responses()
+        django_request.instrument_django(config.capture_user_id)
+        django_db.instrument_db()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        django_db.uninstrument_db()
+        django_request.uninstrument_django()
+        rejected.unwatch_error_responses()
+        server.detach_from_arbiter()
+
+
+def _config_or_exit() -> Config:
+    """Read the configuration; a bad value stops start-up with one line, not a traceback."""
+    try:
+        return Config.from_environ(os.environ)
+    except ConfigError as error:
+        print(f"gunicorn-django-wide-events: {error}", file=sys.stderr, flush=True)  # noqa: T201
+        # Not SystemExit: this runs inside sitecustomize, where SystemExit becomes
+        # "Fatal Python error: init_import_site" and a page of traceback.
+        os._exit(2)

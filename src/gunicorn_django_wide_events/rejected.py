@@ -1,0 +1,121 @@
+"""Events for requests that gunicorn answers itself, before or instead of the app.
+
+An invalid request line (400), headers over gunicorn's limits (431), a URI too long (414): the
+app never sees these, yet each one is a request gunicorn started handling and gets its event,
+carrying what could be parsed. ``Worker.handle_error`` is where gunicorn writes those answers;
+the status code is read from the one place gunicorn sends it, ``gunicorn.util.write_error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, Final
+
+import gunicorn.util
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE
+from opentelemetry.trace import SpanKind, Tracer
+
+from .attributes import EventType
+from .guard import never_raise
+from .http_request import HttpAttributes
+from .request import RequestEvent, exception_left_to_gunicorn, exception_type_name
+
+_rejected_event: ContextVar[RequestEvent | None] = ContextVar(
+    "gunicorn_django_wide_events.rejected_event", default=None
+)
+_guard: Final = never_raise("gunicorn.handle_error")
+_original_write_error: Callable[..., None] | None = None
+
+# gunicorn puts the offending bytes in some messages: keep them short on the event.
+MAX_MESSAGE_LENGTH: Final = 256
+
+
+def _write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    event = _rejected_event.get()
+    if event is not None:
+        event.status_code = status_int
+    assert _original_write_error is not None
+    _original_write_error(sock, status_int, reason, mesg)
+
+
+def watch_error_responses() -> None:
+    global _original_write_error  # noqa: PLW0603
+    if _original_write_error is None:
+        _original_write_error = gunicorn.util.write_error
+        gunicorn.util.write_error = _write_error
+
+
+def unwatch_error_responses() -> None:
+    global _original_write_error  # noqa: PLW0603
+    if _original_write_error is not None:
+        gunicorn.util.write_error = _original_write_error
+        _original_write_error = None
+
+
+def environ_of(req: Any, addr: Any) -> dict[str, Any]:
+    """A WSGI-like environ from whatever gunicorn managed to parse (``req`` may be None)."""
+    environ: dict[str, Any] = {}
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        environ["REMOTE_ADDR"] = str(addr[0])
+        environ["REMOTE_PORT"] = str(addr[1])
+    if req is None:
+        return environ
+    environ["REQUEST_METHOD"] = getattr(req, "method", None) or ""
+    environ["RAW_URI"] = getattr(req, "uri", None) or ""
+    version = getattr(req, "version", None)
+    if isinstance(version, tuple) and len(version) == 2:
+        environ["SERVER_PROTOCOL"] = f"HTTP/{version[0]}.{version[1]}"
+    environ["wsgi.url_scheme"] = getattr(req, "scheme", None) or "http"
+    for name, value in getattr(req, "headers", None) or ():
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key == "HTTP_CONTENT_LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        else:
+            environ[key] = value
+    return environ
+
+
+class RejectedRequests:
+    """Replaces a worker's ``handle_error`` so that every answer it writes is an event."""
+
+    __slots__ = ("http", "original", "sql_max_length", "tracer")
+
+    def __init__(
+        self,
+        original: Callable[[Any, Any, Any, BaseException], None],
+        tracer: Tracer,
+        http: HttpAttributes,
+        sql_max_length: int,
+    ) -> None:
+        self.original = original
+        self.tracer = tracer
+        self.http = http
+        self.sql_max_length = sql_max_length
+
+    def __call__(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if exc is exception_left_to_gunicorn.get():
+            # The app raised before sending anything: its event already says 500.
+            exception_left_to_gunicorn.set(None)
+            self.original(req, client, addr, exc)
+            return
+        event = self._start(req, addr, exc)
+        token = _rejected_event.set(event)
+        try:
+            self.original(req, client, addr, exc)
+        finally:
+            _rejected_event.reset(token)
+            if event is not None:
+                with _guard:
+                    event.finish(EventType.REQUEST, self.sql_max_length)
+
+    def _start(self, req: Any, addr: Any, exc: BaseException) -> RequestEvent | None:
+        with _guard:
+            method, attributes = self.http.request_attributes(environ_of(req, addr))
+            span = self.tracer.start_span(method, kind=SpanKind.SERVER, attributes=attributes)
+            event = RequestEvent(span, method, {})
+            event.attributes[ERROR_TYPE] = exception_type_name(exc)
+            event.attributes[EXCEPTION_MESSAGE] = str(exc)[:MAX_MESSAGE_LENGTH]
+            return event
+        return None

@@ -1,0 +1,69 @@
+"""How the package plugs into gunicorn with no change to its command line or config file.
+
+``Arbiter.setup`` runs in the master when gunicorn starts and again on every HUP reload, after
+the configuration (the user's hooks included) is loaded and before any worker is forked. That
+is where our hooks are chained with the user's and where the master hands export over to the
+workers (``ForkSafeExport.take_over``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Final
+
+from gunicorn.arbiter import Arbiter
+
+from .guard import never_raise
+from .hooks import GunicornHooks
+
+_CHAINED: Final = "__wide_events_chained__"
+_setup_guard: Final = never_raise("gunicorn.arbiter_setup")
+
+_original_setup: Callable[[Arbiter, Any], None] | None = None
+
+
+def chain(first: Callable[..., Any], then: Callable[..., Any]) -> Callable[..., Any]:
+    def chained(*args: Any) -> None:
+        first(*args)
+        then(*args)
+
+    setattr(chained, _CHAINED, True)
+    return chained
+
+
+def chain_hooks(cfg: Any, hooks: GunicornHooks) -> None:
+    """Run our hooks together with the user's hooks of the same name."""
+    for name in (*hooks.RUN_FIRST, *hooks.RUN_LAST):
+        setting = cfg.settings[name]
+        user_hook = setting.get()
+        if getattr(user_hook, _CHAINED, False):
+            continue
+        ours = getattr(hooks, name)
+        # Assigned directly: gunicorn's validator would want a plain function of fixed arity.
+        if name in hooks.RUN_FIRST:
+            setting.value = chain(ours, user_hook)
+        else:
+            setting.value = chain(user_hook, ours)
+
+
+def attach_to_arbiter(hooks: GunicornHooks) -> None:
+    global _original_setup  # noqa: PLW0603
+    if _original_setup is not None:
+        return
+    original = _original_setup = Arbiter.setup
+
+    def setup(arbiter: Arbiter, app: Any) -> None:
+        original(arbiter, app)
+        with _setup_guard:
+            chain_hooks(arbiter.cfg, hooks)
+            hooks.export.take_over(dict(os.environ))
+
+    Arbiter.setup = setup  # type: ignore[method-assign]
+
+
+def detach_from_arbiter() -> None:
+    global _original_setup  # noqa: PLW0603
+    if _original_setup is not None:
+        Arbiter.setup = _original_setup  # type: ignore[method-assign]
+        _original_setup = None

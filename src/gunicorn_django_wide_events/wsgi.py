@@ -1,0 +1,230 @@
+"""The request path: one wide event per request, from the WSGI call to the last byte sent.
+
+``WideEventsMiddleware`` wraps the worker's WSGI application (it is installed by the
+``post_worker_init`` hook, so the user's Django settings and middleware list stay untouched).
+The span becomes current for the whole request, streaming included, so that attributes set with
+the plain OpenTelemetry API land on it and other instrumentations' spans become its children.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import Token
+from types import TracebackType
+from typing import Any, Final
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Tracer
+
+from . import attributes as attr
+from .attributes import EventType
+from .guard import never_raise
+from .http_request import Environ, HttpAttributes
+from .request import RequestEvent, current_event, exception_left_to_gunicorn
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_start_guard: Final = never_raise("wsgi.start")
+_finish_guard: Final = never_raise("wsgi.finish")
+_response_guard: Final = never_raise("wsgi.start_response")
+
+
+class EnvironGetter(Getter[Environ]):
+    """Reads propagation headers (``traceparent``, ``baggage``) from a WSGI environ."""
+
+    def get(self, carrier: Environ, key: str) -> list[str] | None:
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return None if value is None else [value]
+
+    def keys(self, carrier: Environ) -> list[str]:
+        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
+
+
+environ_getter: Final = EnvironGetter()
+
+
+class RequestScope:
+    """One request in flight: its event, the context it made current, the bytes it sent.
+
+    Ending is idempotent: gunicorn closes the body after the last byte, but an exception or a
+    body that is never iterated must end the event too, exactly once.
+    """
+
+    __slots__ = (
+        "_context_token",
+        "_event_token",
+        "_start_response",
+        "body_bytes",
+        "cpu_start_ns",
+        "event",
+        "headers_sent",
+        "middleware",
+    )
+
+    def __init__(self, middleware: WideEventsMiddleware, event: RequestEvent) -> None:
+        self.middleware = middleware
+        self.event = event
+        self.body_bytes = 0
+        self.headers_sent = False
+        self.cpu_start_ns = time.thread_time_ns()
+        self._start_response: StartResponse | None = None
+        ctx = trace.set_span_in_context(event.span)
+        self._context_token: Token[Any] | None = context.attach(ctx)
+        self._event_token: Token[RequestEvent | None] | None = current_event.set(event)
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        with _response_guard:
+            event = self.event
+            code = status[:3]
+            event.status_code = int(code) if code.isdigit() else 0
+            self.middleware.http.response_header_attributes(headers, event.attributes)
+        assert self._start_response is not None
+        return self._start_response(status, headers, *args)
+
+    def end(self, exc: BaseException | None = None, incomplete: bool = False) -> None:
+        """Finish the event (if nobody did) and restore the context that was current before."""
+        with _finish_guard:
+            event = self.event
+            attributes = event.attributes
+            if exc is not None:
+                event.record_exception(exc)
+                if not self.headers_sent:
+                    # gunicorn answers 500 itself (Worker.handle_error), which must not
+                    # become a second event.
+                    event.status_code = 500
+                    exception_left_to_gunicorn.set(exc)
+            if incomplete:
+                attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
+            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (
+                time.thread_time_ns() - self.cpu_start_ns
+            ) / 1e6
+            attributes[attr.HTTP_RESPONSE_BODY_SIZE] = self.body_bytes
+            event.finish(EventType.REQUEST, self.middleware.sql_max_length)
+        self._restore_context()
+
+    def _restore_context(self) -> None:
+        with _finish_guard:
+            if self._event_token is not None:
+                current_event.reset(self._event_token)
+                self._event_token = None
+            if self._context_token is not None:
+                context.detach(self._context_token)
+                self._context_token = None
+
+
+class ResponseBody:
+    """The app's body, passed through; the event ends when gunicorn closes it.
+
+    Like OpenTelemetry's ``_end_span_after_iterating``: gunicorn calls ``close()`` after the
+    last byte went out (and also when the client went away), so the span covers the sending.
+    """
+
+    __slots__ = ("_body", "_completed", "_scope")
+
+    def __init__(self, body: Iterable[bytes], scope: RequestScope) -> None:
+        self._body = body
+        self._scope = scope
+        self._completed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        scope = self._scope
+        try:
+            for chunk in self._body:
+                scope.headers_sent = True
+                scope.body_bytes += len(chunk)
+                yield chunk
+        except Exception as exc:
+            scope.end(exc)
+            raise
+        self._completed = True
+
+    def close(self) -> None:
+        scope = self._scope
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            scope.end(exc)
+            raise
+        scope.end(incomplete=not self._completed)
+
+    def __enter__(self) -> ResponseBody:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class FileBodyCloser:
+    """Ends the event when gunicorn closes a ``wsgi.file_wrapper`` body.
+
+    Wrapping the file wrapper in ``ResponseBody`` would hide it from gunicorn's ``isinstance``
+    check and lose ``sendfile()``; replacing its ``close`` keeps the fast path.
+    """
+
+    __slots__ = ("_close", "_scope")
+
+    def __init__(self, close: Callable[[], None] | None, scope: RequestScope) -> None:
+        self._close = close
+        self._scope = scope
+
+    def __call__(self) -> None:
+        try:
+            if self._close is not None:
+                self._close()
+        except BaseException as exc:
+            self._scope.end(exc)
+            raise
+        self._scope.end()
+
+
+class WideEventsMiddleware:
+    """WSGI middleware that turns every request into exactly one wide event."""
+
+    __slots__ = ("app", "http", "sql_max_length", "tracer")
+
+    def __init__(
+        self, app: WSGIApp, tracer: Tracer, http: HttpAttributes, sql_max_length: int
+    ) -> None:
+        self.app = app
+        self.tracer = tracer
+        self.http = http
+        self.sql_max_length = sql_max_length
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        scope = self._start(environ)
+        if scope is None:
+            return self.app(environ, start_response)
+        scope._start_response = start_response
+        try:
+            body = self.app(environ, scope.start_response)
+        except BaseException as exc:
+            scope.end(exc)
+            raise
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if file_wrapper is not None and isinstance(body, file_wrapper):
+            scope.headers_sent = True
+            body.close = FileBodyCloser(getattr(body, "close", None), scope)  # type: ignore[attr-defined]
+            return body
+        return ResponseBody(body, scope)
+
+    def _start(self, environ: Environ) -> RequestScope | None:
+        with _start_guard:
+            if self.http.is_excluded(environ):
+                return None
+            method, attributes = self.http.request_attributes(environ)
+            parent = propagate.extract(environ, getter=environ_getter)
+            span = self.tracer.start_span(
+                method, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            )
+            return RequestScope(self, RequestEvent(span, method, {}))
+        return None

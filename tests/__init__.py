@@ -1,0 +1,1 @@
+"""Test suite (a package so ``tests.integration...`` imports resolve from the rootdir)."""

@@ -1,0 +1,1 @@
+"""Integration tests: real gunicorn processes exporting to a real OTLP receiver."""

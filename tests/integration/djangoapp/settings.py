@@ -1,0 +1,52 @@
+"""Django settings for the integration-test project.
+
+Kept minimal on purpose: only what the routes need, so that any span
+attribute or warning seen in the tests comes from the package under test and
+not from incidental Django configuration.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEBUG = False
+SECRET_KEY = "django-insecure-wide-events-integration-tests-only"  # noqa: S105
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "djangoapp.middleware.HeaderUserMiddleware",
+]
+
+ROOT_URLCONF = "djangoapp.urls"
+WSGI_APPLICATION = "djangoapp.wsgi.application"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        # Each test points this at its own tmp_path so runs never share state.
+        "NAME": os.environ.get("DJANGOAPP_DATABASE", "/tmp/djangoapp.sqlite3"),
+    }
+}
+
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# With DEBUG off Django would only mail unhandled errors to ADMINS; send them
+# to stderr instead so they end up in the gunicorn log the tests read.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "django": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+    },
+}

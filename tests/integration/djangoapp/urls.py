@@ -1,0 +1,19 @@
+"""Routes of the test project; every route is named so ``http.route`` can be checked."""
+
+from __future__ import annotations
+
+from django.urls import path
+from djangoapp import views
+
+urlpatterns = [
+    path("ok/", views.ok, name="ok"),
+    path("items/<int:item_id>/", views.item_detail, name="item-detail"),
+    path("raise/", views.raise_error, name="raise"),
+    path("sql/", views.sql, name="sql"),
+    path("slow/", views.slow, name="slow"),
+    path("stream/", views.stream, name="stream"),
+    path("stream-raise/", views.stream_raise, name="stream-raise"),
+    path("attrs/", views.attrs, name="attrs"),
+    path("status/<int:code>/", views.status, name="status"),
+    path("echo/", views.echo, name="echo"),
+]

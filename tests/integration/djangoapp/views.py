@@ -1,0 +1,92 @@
+"""Views that each exercise one behaviour a wide event has to capture."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from django.db import connection
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.views.decorators.csrf import csrf_exempt
+from opentelemetry import trace
+
+STREAM_CHUNKS = 5
+STREAM_CHUNK = b"chunk\n"
+
+
+def ok(request: HttpRequest) -> HttpResponse:
+    """The plainest successful request."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def item_detail(request: HttpRequest, item_id: int) -> JsonResponse:
+    """A parametrised route: the event must carry the template, not the id."""
+    return JsonResponse({"id": item_id})
+
+
+def raise_error(request: HttpRequest) -> HttpResponse:
+    """An unhandled exception, which Django turns into a 500."""
+    raise RuntimeError("boom")
+
+
+def sql(request: HttpRequest) -> HttpResponse:
+    """A fixed number of queries (4), so query counting can be asserted."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, name TEXT)")
+        cursor.execute("SELECT name FROM item WHERE id = %s", [1])
+        cursor.fetchall()
+        cursor.execute("SELECT name FROM item WHERE id = %s", [2])
+        cursor.fetchall()
+        cursor.execute("SELECT count(*) FROM item")
+        cursor.fetchall()
+    return HttpResponse("sql", content_type="text/plain")
+
+
+def slow(request: HttpRequest) -> HttpResponse:
+    """Takes ``?seconds=`` to answer: durations, timeouts, graceful shutdown."""
+    time.sleep(float(request.GET.get("seconds", "1")))
+    return HttpResponse("slow", content_type="text/plain")
+
+
+def _chunks() -> Iterator[bytes]:
+    for index in range(STREAM_CHUNKS):
+        if index:
+            time.sleep(0.05)
+        yield STREAM_CHUNK
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A streamed body: the event must end when the body is done, not before."""
+    return StreamingHttpResponse(_chunks(), content_type="text/plain")
+
+
+def _chunks_then_error() -> Iterator[bytes]:
+    yield STREAM_CHUNK
+    raise RuntimeError("mid-stream")
+
+
+def stream_raise(request: HttpRequest) -> StreamingHttpResponse:
+    """Fails after the status line was sent, so the 200 is a lie."""
+    return StreamingHttpResponse(_chunks_then_error(), content_type="text/plain")
+
+
+def attrs(request: HttpRequest) -> HttpResponse:
+    """Application code enriching the current (server) span."""
+    trace.get_current_span().set_attribute("app.cart_size", 3)
+    return HttpResponse("attrs", content_type="text/plain")
+
+
+def status(request: HttpRequest, code: int) -> HttpResponse:
+    """An arbitrary status code chosen by the test."""
+    return HttpResponse(status=code)
+
+
+@csrf_exempt
+def echo(request: HttpRequest) -> HttpResponse:
+    """Reads the request body, so body sizes can be checked."""
+    return HttpResponse(str(len(request.body)), content_type="text/plain")

@@ -1,0 +1,11 @@
+"""WSGI entry point (``djangoapp.wsgi:application``), as ``startproject`` makes it."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djangoapp.settings")
+
+application = get_wsgi_application()
