@@ -134,11 +134,13 @@ class HttpAttributes:
         """The span-name method and the attributes known when the request starts."""
         attributes: Attributes = {}
         method = method_attributes(environ.get("REQUEST_METHOD", ""), attributes)
-        path, query = self._split_target(environ)
-        attributes[URL_PATH] = path[:MAX_VALUE_LENGTH]
-        if query:
-            attributes[URL_QUERY] = self._redact_query(query)[:MAX_VALUE_LENGTH]
-        attributes[URL_SCHEME] = environ.get("wsgi.url_scheme", "http")
+        target = self._split_target(environ)
+        if target is not None:
+            path, query = target
+            attributes[URL_PATH] = path[:MAX_VALUE_LENGTH]
+            if query:
+                attributes[URL_QUERY] = self._redact_query(query)[:MAX_VALUE_LENGTH]
+            attributes[URL_SCHEME] = environ.get("wsgi.url_scheme", "http")
         self._add_peers(environ, attributes)
         protocol = environ.get("SERVER_PROTOCOL", "")
         if protocol.startswith("HTTP/"):
@@ -172,11 +174,13 @@ class HttpAttributes:
         for name, values in captured.items():
             attributes[f"http.response.header.{name}"] = values
 
-    def _split_target(self, environ: Environ) -> tuple[str, str]:
-        """Path and query as the client sent them (still percent-encoded)."""
+    def _split_target(self, environ: Environ) -> tuple[str, str] | None:
+        """Path and query as the client sent them (still percent-encoded), if it got that far."""
         target = environ.get("RAW_URI")
         if not target:
-            return environ.get("PATH_INFO") or "/", environ.get("QUERY_STRING", "")
+            if "PATH_INFO" not in environ:
+                return None
+            return environ["PATH_INFO"] or "/", environ.get("QUERY_STRING", "")
         if not target.startswith("/"):
             # absolute-form ("http://host/path?q"): drop scheme and authority.
             scheme_end = target.find("://")

@@ -2,8 +2,8 @@
 
 ``Arbiter.setup`` runs in the master when gunicorn starts and again on every HUP reload, after
 the configuration (the user's hooks included) is loaded and before any worker is forked. That
-is where our hooks are chained with the user's and where the master hands export over to the
-workers (``ForkSafeExport.take_over``).
+is where our hooks are chained with the user's, where the contrib Django instrumentation steps
+aside, and where the master hands export over to the workers (``ForkSafeExport.take_over``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from gunicorn.arbiter import Arbiter
 
+from .contrib_django import retire_contrib_django_spans
 from .guard import never_raise
 from .hooks import GunicornHooks
 
@@ -54,6 +55,9 @@ def attach_to_arbiter(hooks: GunicornHooks) -> None:
     original = _original_setup = Arbiter.setup
 
     def setup(arbiter: Arbiter, app: Any) -> None:
+        # Before the original: with --preload it builds Django's middleware chain.
+        with _setup_guard:
+            retire_contrib_django_spans()
         original(arbiter, app)
         with _setup_guard:
             chain_hooks(arbiter.cfg, hooks)

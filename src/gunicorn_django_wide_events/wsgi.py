@@ -88,10 +88,14 @@ class RequestScope:
         """Finish the event (if nobody did) and restore the context that was current before."""
         with _finish_guard:
             event = self.event
+            if event.finished:
+                return self._restore_context()
             attributes = event.attributes
             if exc is not None:
                 event.record_exception(exc)
-                if not self.headers_sent:
+                if self.headers_sent:
+                    incomplete = True
+                else:
                     # gunicorn answers 500 itself (Worker.handle_error), which must not
                     # become a second event.
                     event.status_code = 500

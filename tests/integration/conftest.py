@@ -338,9 +338,8 @@ def receiver(otlp_receiver: OtlpReceiver) -> OtlpReceiver:
     return otlp_receiver
 
 
-@pytest.fixture
-def gunicorn_server(otlp_receiver: OtlpReceiver, tmp_path: Path) -> Iterator[StartGunicorn]:
-    """Factory that starts gunicorn serving ``djangoapp.wsgi``; all are stopped after.
+class GunicornLauncher:
+    """Starts gunicorn serving ``djangoapp.wsgi`` under ``base_dir``; ``close()`` stops all.
 
     ``launcher="instrument"`` runs ``opentelemetry-instrument gunicorn ...``
     (zero-code instrumentation); ``launcher="config"`` runs plain gunicorn
@@ -350,14 +349,19 @@ def gunicorn_server(otlp_receiver: OtlpReceiver, tmp_path: Path) -> Iterator[Sta
     silently runs the ``gthread`` worker when ``worker_class="sync"`` is
     combined with ``threads > 1``.
 
-    Each server gets its own directory under ``tmp_path`` (its cwd, log and
+    Each server gets its own directory under ``base_dir`` (its cwd, log and
     config file): gunicorn loads ``./gunicorn.conf.py`` from its cwd even
-    without ``-c``, so servers in one test must not share a cwd.
+    without ``-c``, so servers must not share a cwd.
     """
-    servers: list[GunicornServer] = []
-    cleanups: list[Callable[[], object]] = []
 
-    def start(
+    def __init__(self, receiver: OtlpReceiver, base_dir: Path) -> None:
+        self.receiver = receiver
+        self.base_dir = base_dir
+        self.servers: list[GunicornServer] = []
+        self.cleanups: list[Callable[[], object]] = []
+
+    def __call__(
+        self,
         *,
         protocol: str = "grpc",
         worker_class: str = "sync",
@@ -369,12 +373,12 @@ def gunicorn_server(otlp_receiver: OtlpReceiver, tmp_path: Path) -> Iterator[Sta
         launcher: str = "instrument",
         config_source: str = "",
     ) -> GunicornServer:
-        workdir = tmp_path / f"gunicorn-{len(servers) + 1}"
+        workdir = self.base_dir / f"gunicorn-{len(self.servers) + 1}"
         workdir.mkdir()
         # Unix socket paths are limited to ~107 bytes, too short for tmp_path
         # with a long test name, so the control socket lives under /tmp.
         runtime_dir = Path(tempfile.mkdtemp(prefix="gunicorn-ctl-"))
-        cleanups.append(functools.partial(shutil.rmtree, runtime_dir, ignore_errors=True))
+        self.cleanups.append(functools.partial(shutil.rmtree, runtime_dir, ignore_errors=True))
         port = free_port()
         gunicorn_args = [
             "djangoapp.wsgi",
@@ -409,13 +413,14 @@ def gunicorn_server(otlp_receiver: OtlpReceiver, tmp_path: Path) -> Iterator[Sta
 
         log_path = workdir / "gunicorn.log"
         log_file = log_path.open("wb")
+        environment = build_environment(
+            self.receiver, protocol, self.base_dir / "db.sqlite3", runtime_dir, env
+        )
         try:
             process = subprocess.Popen(
                 command,
                 cwd=workdir,
-                env=build_environment(
-                    otlp_receiver, protocol, tmp_path / "db.sqlite3", runtime_dir, env
-                ),
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -425,13 +430,34 @@ def gunicorn_server(otlp_receiver: OtlpReceiver, tmp_path: Path) -> Iterator[Sta
             log_file.close()
             raise
         server = GunicornServer(process, port, log_path, log_file, command)
-        servers.append(server)
+        self.servers.append(server)
         wait_until_listening(process, port, log_path, STARTUP_TIMEOUT)
         return server
 
-    yield start
+    def close(self) -> None:
+        for server in self.servers:
+            server._teardown()
+        for cleanup in self.cleanups:
+            cleanup()
 
-    for server in servers:
-        server._teardown()
-    for cleanup in cleanups:
-        cleanup()
+
+@pytest.fixture
+def gunicorn_server(otlp_receiver: OtlpReceiver, tmp_path: Path) -> Iterator[StartGunicorn]:
+    """Factory that starts gunicorn for one test; every server is stopped after it."""
+    launch = GunicornLauncher(otlp_receiver, tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.close()
+
+
+@pytest.fixture(scope="module")
+def module_gunicorn_server(
+    otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartGunicorn]:
+    """The same factory for servers shared by the tests of one module (they start slowly)."""
+    launch = GunicornLauncher(otlp_receiver, tmp_path_factory.mktemp("gunicorn"))
+    try:
+        yield launch
+    finally:
+        launch.close()

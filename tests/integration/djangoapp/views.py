@@ -15,6 +15,8 @@ from django.http import (
 from django.views.decorators.csrf import csrf_exempt
 from opentelemetry import trace
 
+from gunicorn_django_wide_events import add_fields
+
 STREAM_CHUNKS = 5
 STREAM_CHUNK = b"chunk\n"
 
@@ -34,15 +36,21 @@ def raise_error(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("boom")
 
 
+SLOW_COUNT = (
+    "WITH RECURSIVE counter(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM counter WHERE n < %s) "
+    "SELECT count(*) FROM counter"
+)
+
+
 def sql(request: HttpRequest) -> HttpResponse:
-    """A fixed number of queries (4), so query counting can be asserted."""
+    """Four queries: one run twice, and one clearly slowest (sqlite counting to 300000)."""
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, name TEXT)")
         cursor.execute("SELECT name FROM item WHERE id = %s", [1])
         cursor.fetchall()
         cursor.execute("SELECT name FROM item WHERE id = %s", [2])
         cursor.fetchall()
-        cursor.execute("SELECT count(*) FROM item")
+        cursor.execute(SLOW_COUNT, [300000])
         cursor.fetchall()
     return HttpResponse("sql", content_type="text/plain")
 
@@ -76,8 +84,14 @@ def stream_raise(request: HttpRequest) -> StreamingHttpResponse:
 
 
 def attrs(request: HttpRequest) -> HttpResponse:
-    """Application code enriching the current (server) span."""
+    """Application code enriching the event: plain OpenTelemetry API and ``add_fields``.
+
+    ``?many=N`` adds N more fields, to go past the SDK's default limit of 128 attributes.
+    """
     trace.get_current_span().set_attribute("app.cart_size", 3)
+    add_fields({"app.plan": "pro"})
+    many = int(request.GET.get("many", "0"))
+    add_fields({f"app.field_{index:03d}": index for index in range(many)})
     return HttpResponse("attrs", content_type="text/plain")
 
 
