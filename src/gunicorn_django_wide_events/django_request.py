@@ -78,10 +78,10 @@ def instrument_django(capture_user_id: bool) -> None:
     global _original_resolve_request, _original_get_response  # noqa: PLW0603
     if _original_resolve_request is None:
         _original_resolve_request = BaseHandler.resolve_request
-        BaseHandler.resolve_request = _resolve_request  # type: ignore[method-assign]
+        BaseHandler.resolve_request = _resolve_request
     if capture_user_id and _original_get_response is None:
         _original_get_response = BaseHandler.get_response
-        BaseHandler.get_response = _get_response_with_user  # type: ignore[method-assign]
+        BaseHandler.get_response = _get_response_with_user
     got_request_exception.connect(
         _on_got_request_exception, dispatch_uid="gunicorn_django_wide_events"
     )
@@ -90,9 +90,9 @@ def instrument_django(capture_user_id: bool) -> None:
 def uninstrument_django() -> None:
     global _original_resolve_request, _original_get_response  # noqa: PLW0603
     if _original_resolve_request is not None:
-        BaseHandler.resolve_request = _original_resolve_request  # type: ignore[method-assign]
+        BaseHandler.resolve_request = _original_resolve_request
         _original_resolve_request = None
     if _original_get_response is not None:
-        BaseHandler.get_response = _original_get_response  # type: ignore[method-assign]
+        BaseHandler.get_response = _original_get_response
         _original_get_response = None
     got_request_exception.disconnect(dispatch_uid="gunicorn_django_wide_events")

@@ -14,7 +14,9 @@ attributes read here are pinned by ``tests/unit/test_export.py`` so an SDK chang
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -90,6 +92,20 @@ def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]
     )
 
 
+def wait_for_native_threads(timeout_s: float) -> None:
+    """Wait (a little) until every thread of the process is one Python knows about.
+
+    A closed gRPC channel's C-core threads end a few milliseconds later, unseen by ``threading``;
+    a fork in between still copies a multi-threaded process (and Python 3.12+ warns about it).
+    """
+    task_dir = "/proc/self/task"  # Linux only; elsewhere there is nothing to count
+    if not os.path.isdir(task_dir):
+        return
+    deadline = time.monotonic() + timeout_s
+    while len(os.listdir(task_dir)) > threading.active_count() and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 class WorkerSpanProcessor(SpanProcessor):
     """Batches spans to exporters built in this process; drops them until ``start()``."""
 
@@ -115,7 +131,7 @@ class WorkerSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         processors, self._processors = self._processors, ()
         for processor in processors:
-            processor.shutdown()
+            processor.shutdown()  # type: ignore[no-untyped-call]
 
     def shutdown_within(self, timeout_s: float) -> bool:
         """Export what is queued, waiting at most ``timeout_s``; then stop exporting for good.
@@ -158,6 +174,7 @@ class ForkSafeExport:
         self._take_over_traces(environ)
         self._take_over_metrics()
         self._take_over_logs()
+        wait_for_native_threads(timeout_s=1.0)
 
     def start_in_worker(self) -> None:
         """In a worker, right after fork: build this process's exporters."""
@@ -223,11 +240,11 @@ class ForkSafeExport:
         kept = []
         for processor in multi._log_record_processors:
             if isinstance(processor, BatchLogRecordProcessor):
-                self._log_exporter_types.append(type(processor._batch_processor._exporter))
-                processor.shutdown()
+                self._log_exporter_types.append(type(processor._batch_processor._exporter))  # type: ignore[arg-type]
+                processor.shutdown()  # type: ignore[no-untyped-call]
             elif isinstance(processor, SimpleLogRecordProcessor):
                 self._log_exporter_types.append(type(processor._exporter))
-                processor.shutdown()
+                processor.shutdown()  # type: ignore[no-untyped-call]
             else:
                 kept.append(processor)
         multi._log_record_processors = tuple(kept)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from urllib.parse import unquote_plus
 
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
@@ -45,6 +45,11 @@ _MAX_QUEUE_TIME_S: Final = 3600.0
 
 Attributes = dict[str, AttributeValue]
 Environ = Mapping[str, Any]
+
+
+def is_ascii_number(text: str | None) -> TypeGuard[str]:
+    """``str.isdigit`` also says yes to "²", which ``int()`` refuses."""
+    return bool(text) and text.isascii() and text.isdigit()  # type: ignore[union-attr]
 
 
 def method_attributes(raw_method: str, attributes: Attributes) -> str:
@@ -149,7 +154,7 @@ class HttpAttributes:
         if user_agent:
             attributes[USER_AGENT_ORIGINAL] = user_agent[:MAX_VALUE_LENGTH]
         length = environ.get("CONTENT_LENGTH")
-        if length and length.isdigit():
+        if is_ascii_number(length):
             attributes[attr.HTTP_REQUEST_BODY_SIZE] = int(length)
         request_start = environ.get("HTTP_X_REQUEST_START")
         if request_start:
@@ -181,14 +186,22 @@ class HttpAttributes:
             if "PATH_INFO" not in environ:
                 return None
             return environ["PATH_INFO"] or "/", environ.get("QUERY_STRING", "")
+        target = target.partition("#")[0]
         if not target.startswith("/"):
             # absolute-form ("http://host/path?q"): drop scheme and authority.
             scheme_end = target.find("://")
-            path_start = target.find("/", scheme_end + 3) if scheme_end >= 0 else -1
-            target = target[path_start:] if path_start >= 0 else "/"
+            authority_start = scheme_end + 3 if scheme_end >= 0 else 0
+            path_start = min(
+                (
+                    i
+                    for i in (target.find("/", authority_start), target.find("?", authority_start))
+                    if i >= 0
+                ),
+                default=len(target),
+            )
+            target = target[path_start:]
         path, _, query = target.partition("?")
-        path = path.partition("#")[0]
-        return path or "/", query.partition("#")[0]
+        return path or "/", query
 
     @staticmethod
     def _add_peers(environ: Environ, attributes: Attributes) -> None:
@@ -196,7 +209,7 @@ class HttpAttributes:
         if remote_addr:
             attributes[CLIENT_ADDRESS] = remote_addr
             remote_port = environ.get("REMOTE_PORT", "")
-            if remote_port.isdigit():
+            if is_ascii_number(remote_port):
                 attributes[CLIENT_PORT] = int(remote_port)
         host = environ.get("HTTP_HOST", "")
         if host:
@@ -205,7 +218,7 @@ class HttpAttributes:
             name, port = environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", "")
         if name:
             attributes[SERVER_ADDRESS] = name[:255]
-        if port.isdigit():
+        if is_ascii_number(port):
             attributes[SERVER_PORT] = int(port)
 
     def _capture_request_headers(self, environ: Environ, attributes: Attributes) -> None:
@@ -231,6 +244,6 @@ def split_host(host: str) -> tuple[str, str]:
         name, _, rest = host[1:].partition("]")
         return name, rest.removeprefix(":")
     name, _, port = host.rpartition(":")
-    if not name or not port.isdigit():
+    if not name or not is_ascii_number(port):
         return host, ""
     return name, port

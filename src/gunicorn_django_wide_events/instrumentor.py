@@ -11,7 +11,10 @@ import sys
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+# mypy does not see the class through the package's namespace layout.
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
 
 from . import django_db, django_request, rejected, server
 from .config import Config, ConfigError

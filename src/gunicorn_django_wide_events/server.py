@@ -63,11 +63,11 @@ def attach_to_arbiter(hooks: GunicornHooks) -> None:
             chain_hooks(arbiter.cfg, hooks)
             hooks.export.take_over(dict(os.environ))
 
-    Arbiter.setup = setup  # type: ignore[method-assign]
+    Arbiter.setup = setup
 
 
 def detach_from_arbiter() -> None:
     global _original_setup  # noqa: PLW0603
     if _original_setup is not None:
-        Arbiter.setup = _original_setup  # type: ignore[method-assign]
+        Arbiter.setup = _original_setup
         _original_setup = None

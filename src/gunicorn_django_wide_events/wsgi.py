@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from . import attributes as attr
 from .attributes import EventType
 from .guard import never_raise
-from .http_request import Environ, HttpAttributes
+from .http_request import Environ, HttpAttributes, is_ascii_number
 from .request import RequestEvent, current_event, exception_left_to_gunicorn
 
 StartResponse = Callable[..., Any]
@@ -79,7 +79,7 @@ class RequestScope:
         with _response_guard:
             event = self.event
             code = status[:3]
-            event.status_code = int(code) if code.isdigit() else 0
+            event.status_code = int(code) if is_ascii_number(code) else 0
             self.middleware.http.response_header_attributes(headers, event.attributes)
         assert self._start_response is not None
         return self._start_response(status, headers, *args)
@@ -217,8 +217,8 @@ class WideEventsMiddleware:
         file_wrapper = environ.get("wsgi.file_wrapper")
         if file_wrapper is not None and isinstance(body, file_wrapper):
             scope.headers_sent = True
-            body.close = FileBodyCloser(getattr(body, "close", None), scope)  # type: ignore[attr-defined]
-            return body
+            body.close = FileBodyCloser(getattr(body, "close", None), scope)
+            return cast("Iterable[bytes]", body)
         return ResponseBody(body, scope)
 
     def _start(self, environ: Environ) -> RequestScope | None:

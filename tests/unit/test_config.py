@@ -106,7 +106,7 @@ def test_config_error_is_a_value_error() -> None:
 
 
 @pytest.mark.parametrize("setting", BOOL_SETTINGS, ids=_ids(BOOL_SETTINGS))
-@pytest.mark.parametrize("raw", TRUE_SPELLINGS + [" true ", "\tYes\n", "  1"])
+@pytest.mark.parametrize("raw", [*TRUE_SPELLINGS, " true ", "\tYes\n", "  1"])
 def test_bool_true_spellings(setting: Setting, raw: str) -> None:
     """true/yes/on/1 in any case and with surrounding spaces read as True."""
     assert getattr(Config.from_environ({setting.env: raw}), setting.field) is True

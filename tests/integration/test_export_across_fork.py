@@ -1,0 +1,177 @@
+"""Export across fork, start-up and shutdown: the master hands export to its workers.
+
+A missing or slow collector costs requests nothing and never hangs a stopping worker; the
+package works with ``--preload``, from a gunicorn config file instead of
+``opentelemetry-instrument``, and refuses to start on a bad setting.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    VENV_BIN,
+    StartGunicorn,
+    build_environment,
+    free_port,
+)
+from tests.integration.events import send, the_event
+from tests.integration.otlp_receiver import OtlpReceiver
+
+PROTOCOLS = ["grpc", "http/protobuf"]
+FORK_WARNING = "is multi-threaded, use of fork()"
+EXPORT_FAILURE = re.compile(r"(?i)(failed to export|transient error|exception while exporting)")
+
+
+def export_failure_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if EXPORT_FAILURE.search(line)]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_dead_collector_costs_requests_nothing_and_is_logged_once(
+    gunicorn_server: StartGunicorn, protocol: str
+) -> None:
+    """With nothing listening at the endpoint, requests succeed, one line per worker says so."""
+    dead_endpoint = f"http://127.0.0.1:{free_port()}"
+    server = gunicorn_server(
+        protocol=protocol,
+        workers=2,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": dead_endpoint,
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "WIDE_EVENTS_SHUTDOWN_TIMEOUT": "2",
+        },
+    )
+    # Keep requests coming for a few export rounds (one round per 50 ms batch at most).
+    statuses = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline or len(statuses) < 20:
+        statuses.append(server.get("/ok/")[0])
+    assert set(statuses) == {200}
+    assert server.stop() == 0
+
+    failures = export_failure_lines(server.log_text())
+    assert 1 <= len(failures) <= 2, failures  # at most one per worker process
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_stopping_worker_waits_for_a_slow_collector_only_so_long(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
+) -> None:
+    """A worker's last flush gives up after WIDE_EVENTS_SHUTDOWN_TIMEOUT, not the export timeout."""
+    server = gunicorn_server(
+        protocol=protocol,
+        env={"WIDE_EVENTS_SHUTDOWN_TIMEOUT": "1", "OTEL_EXPORTER_OTLP_TIMEOUT": "60"},
+    )
+    receiver.set_delay(60)
+    assert server.get("/ok/")[0] == 200
+
+    started = time.monotonic()
+    assert server.stop(timeout=9) == 0  # gunicorn's graceful timeout is 10 s here
+    assert time.monotonic() - started < 9
+    assert "were dropped" in server.log_text()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_preload_app(gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str) -> None:
+    """With --preload (Django loaded in the master) every request is still one event."""
+    server = gunicorn_server(protocol=protocol, workers=2, extra_args=["--preload"])
+    exchange = send(server, "/items/5/")
+    event = receiver.wait_for_events("/items/5/")[0]
+
+    assert exchange.status == 200
+    assert event.attributes["http.route"] == "items/<int:item_id>/"
+    assert FORK_WARNING not in server.log_text()
+
+
+def test_gunicorn_config_file_instead_of_the_wrapper(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """One import line in gunicorn.conf.py sets everything up and keeps the user's own hooks."""
+    config_source = (
+        "import gunicorn_django_wide_events.auto  # noqa: F401\n"
+        "\n"
+        "def post_fork(server, worker):\n"
+        "    server.log.info('user post_fork ran')\n"
+        "\n"
+        "def post_worker_init(worker):\n"
+        "    worker.log.info('user post_worker_init ran')\n"
+        "\n"
+        "def worker_exit(server, worker):\n"
+        "    server.log.info('user worker_exit ran')\n"
+    )
+    server = gunicorn_server(
+        protocol="http/protobuf", launcher="config", config_source=config_source
+    )
+    exchange = send(server, "/items/6/")
+    event = the_event(server, receiver, exchange)
+    assert server.stop() == 0
+
+    assert event.attributes["wide_event.type"] == "request"
+    assert event.attributes["http.route"] == "items/<int:item_id>/"
+    log = server.log_text()
+    for hook in ("post_fork", "post_worker_init", "worker_exit"):
+        assert f"user {hook} ran" in log
+
+
+@pytest.mark.parametrize("launcher", ["instrument", "config"])
+def test_bad_setting_stops_start_up_with_one_clear_line(
+    otlp_receiver: OtlpReceiver, tmp_path: Path, launcher: str
+) -> None:
+    """An invalid value stops gunicorn before it serves, naming variable, value and choices."""
+    env = build_environment(
+        otlp_receiver,
+        "grpc",
+        tmp_path / "db.sqlite3",
+        tmp_path,
+        {"WIDE_EVENTS_CAPTURE_USER_ID": "maybe"},
+    )
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("import gunicorn_django_wide_events.auto  # noqa: F401\n")
+    gunicorn = [str(VENV_BIN / "gunicorn"), "djangoapp.wsgi", "--bind", f"127.0.0.1:{free_port()}"]
+    if launcher == "instrument":
+        command = [str(VENV_BIN / "opentelemetry-instrument"), *gunicorn]
+    else:
+        command = [*gunicorn, "-c", str(config)]
+
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert (
+        "gunicorn-django-wide-events: WIDE_EVENTS_CAPTURE_USER_ID='maybe' is not valid: "
+        "expected one of true/false, yes/no, on/off, 1/0"
+    ) in output
+    assert "Traceback" not in output
+    assert "Booting worker" not in output
+
+
+def test_logs_are_exported_by_workers_and_no_thread_crosses_a_fork(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """With every signal exported (the distro's defaults) the master forks with no thread."""
+    server = gunicorn_server(
+        protocol="grpc",
+        workers=2,
+        env={
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "otlp",
+            "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+            "OTEL_BLRP_SCHEDULE_DELAY": "50",
+        },
+    )
+    # Django logs the unhandled exception: a log record made in a worker.
+    assert send(server, "/raise/").status == 500
+    receiver.wait_for_events("/raise/")
+    deadline = time.monotonic() + 30
+    while receiver.logs_requests == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receiver.logs_requests > 0
+    assert FORK_WARNING not in server.log_text()
