@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +28,9 @@ WIDE_EVENTS_SQL_MAX_LENGTH: Final = "WIDE_EVENTS_SQL_MAX_LENGTH"
 
 WIDE_EVENTS_SHUTDOWN_TIMEOUT: Final = "WIDE_EVENTS_SHUTDOWN_TIMEOUT"
 """Seconds a stopping worker waits for its last spans to be exported."""
+
+WIDE_EVENTS_CONSOLE_FORMAT: Final = "WIDE_EVENTS_CONSOLE_FORMAT"
+"""Line format of the ``wide_events_console`` exporter: ``logfmt`` or ``json``."""
 
 # Standard OpenTelemetry variables this package honours for the request event.
 OTEL_CAPTURE_REQUEST_HEADERS: Final = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
@@ -101,6 +105,13 @@ def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
     return keys
 
 
+def parse_console_format(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("logfmt", "json"):
+        raise ConfigError(name, raw, "logfmt or json")
+    return value
+
+
 def parse_pattern_list(name: str, raw: str) -> tuple[str, ...]:
     patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
     for pattern in patterns:
@@ -127,6 +138,7 @@ SETTINGS: Final = (
     Setting(WIDE_EVENTS_REDACT_QUERY_KEYS, "extra_redact_query_keys", parse_key_list),
     Setting(WIDE_EVENTS_SQL_MAX_LENGTH, "sql_max_length", parse_positive_int),
     Setting(WIDE_EVENTS_SHUTDOWN_TIMEOUT, "shutdown_timeout_s", parse_positive_seconds),
+    Setting(WIDE_EVENTS_CONSOLE_FORMAT, "console_format", parse_console_format),
     Setting(OTEL_CAPTURE_REQUEST_HEADERS, "capture_request_headers", parse_pattern_list),
     Setting(OTEL_CAPTURE_RESPONSE_HEADERS, "capture_response_headers", parse_pattern_list),
     Setting(OTEL_SANITIZE_HEADER_FIELDS, "sanitize_header_fields", parse_pattern_list),
@@ -144,6 +156,7 @@ class Config:
     extra_redact_query_keys: tuple[str, ...] = ()
     sql_max_length: int = 2048
     shutdown_timeout_s: float = 5.0
+    console_format: str = "logfmt"
     capture_request_headers: tuple[str, ...] = ()
     capture_response_headers: tuple[str, ...] = ()
     sanitize_header_fields: tuple[str, ...] = ()
@@ -166,6 +179,17 @@ class Config:
             if setting.env in environ
         }
         return cls(**values)
+
+
+def config_from_environ_or_exit() -> Config:
+    """Read the configuration; a bad value stops start-up with one line, not a traceback."""
+    try:
+        return Config.from_environ(os.environ)
+    except ConfigError as error:
+        print(f"gunicorn-django-wide-events: {error}", file=sys.stderr, flush=True)  # noqa: T201
+        # Not SystemExit: this runs inside sitecustomize, where SystemExit becomes
+        # "Fatal Python error: init_import_site" and a page of traceback.
+        os._exit(2)
 
 
 def default_of(setting: Setting) -> Any:

@@ -6,8 +6,6 @@ in the gunicorn master, after the SDK is configured and before gunicorn reads it
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Collection
 from typing import Any
 
@@ -17,7 +15,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from . import django_db, django_request, rejected, server
-from .config import Config, ConfigError
+from .config import config_from_environ_or_exit
 from .export import ForkSafeExport, quiet_exporter_loggers
 from .hooks import GunicornHooks
 
@@ -33,7 +31,7 @@ class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("django >= 4.2", "gunicorn >= 23")
 
     def _instrument(self, **kwargs: Any) -> None:
-        config = kwargs.get("config") or _config_or_exit()
+        config = kwargs.get("config") or config_from_environ_or_exit()
         hooks = GunicornHooks(config, ForkSafeExport())
         quiet_exporter_loggers()
         server.attach_to_arbiter(hooks)
@@ -46,14 +44,3 @@ class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         django_request.uninstrument_django()
         rejected.unwatch_error_responses()
         server.detach_from_arbiter()
-
-
-def _config_or_exit() -> Config:
-    """Read the configuration; a bad value stops start-up with one line, not a traceback."""
-    try:
-        return Config.from_environ(os.environ)
-    except ConfigError as error:
-        print(f"gunicorn-django-wide-events: {error}", file=sys.stderr, flush=True)  # noqa: T201
-        # Not SystemExit: this runs inside sitecustomize, where SystemExit becomes
-        # "Fatal Python error: init_import_site" and a page of traceback.
-        os._exit(2)

@@ -146,6 +146,9 @@ class RequestEvent:
         return None
 
     def set_route(self, route: str | None) -> None:
-        if route:
-            self.route = route
-            self.attributes[HTTP_ROUTE] = route
+        if route is None:
+            return
+        # Django's pattern for the site root is "", which says nothing on its own.
+        route = route or "/"
+        self.route = route
+        self.attributes[HTTP_ROUTE] = route
