@@ -86,18 +86,21 @@ def main() -> None:
         "--timeout",
         "5",
     ]
+    print("$ " + " ".join(["opentelemetry-instrument", "gunicorn", *command[2:]]), flush=True)
     with log.open("wb") as output:
         server = subprocess.Popen(
             command, env=env, cwd=workdir, stdout=output, stderr=output, start_new_session=True
         )
     try:
         wait_until_listening(port, server, log)
-        for path, _what in REQUESTS:
+        for path, what in REQUESTS:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as answer:
                     answer.read()
-            except urllib.error.HTTPError:
-                pass
+                    status = answer.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            print(f"GET {path:45} -> {status}  ({what})", flush=True)
         deadline = time.monotonic() + 30
         while len(events_in(log)) < len(REQUESTS) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -107,6 +110,9 @@ def main() -> None:
     events = events_in(log)
     for event in events:
         event.pop("exception.stacktrace", None)  # long; it is on the real event
+        print(f"\n--- wide event: {event.get('http.request.method')} {event.get('url.path')}")
+        print(json.dumps(event, indent=2))
+    print(f"\n{len(events)} wide events for {len(REQUESTS)} requests.")
     shutil.rmtree(workdir, ignore_errors=True)
     if len(events) != len(REQUESTS):
         sys.exit(1)
