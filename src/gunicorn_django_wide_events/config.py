@@ -29,6 +29,12 @@ WIDE_EVENTS_SQL_MAX_LENGTH: Final = "WIDE_EVENTS_SQL_MAX_LENGTH"
 WIDE_EVENTS_SHUTDOWN_TIMEOUT: Final = "WIDE_EVENTS_SHUTDOWN_TIMEOUT"
 """Seconds a stopping worker waits for its last spans to be exported."""
 
+WIDE_EVENTS_MONITOR_INTERVAL: Final = "WIDE_EVENTS_MONITOR_INTERVAL"
+"""Seconds between two samples of the workers by the master's monitor thread."""
+
+WIDE_EVENTS_BOARD_SLOTS: Final = "WIDE_EVENTS_BOARD_SLOTS"
+"""Worker slots on the shared-memory board; 0 sizes it to 4 x the configured workers (min 32)."""
+
 WIDE_EVENTS_CONSOLE_FORMAT: Final = "WIDE_EVENTS_CONSOLE_FORMAT"
 """Line format of the ``wide_events_console`` exporter: ``logfmt`` or ``json``."""
 
@@ -105,6 +111,16 @@ def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
     return keys
 
 
+def parse_board_slots(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 4096:
+        raise ConfigError(name, raw, "a whole number from 0 (sized from the workers) to 4096")
+    return value
+
+
 def parse_console_format(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("logfmt", "json"):
@@ -138,6 +154,8 @@ SETTINGS: Final = (
     Setting(WIDE_EVENTS_REDACT_QUERY_KEYS, "extra_redact_query_keys", parse_key_list),
     Setting(WIDE_EVENTS_SQL_MAX_LENGTH, "sql_max_length", parse_positive_int),
     Setting(WIDE_EVENTS_SHUTDOWN_TIMEOUT, "shutdown_timeout_s", parse_positive_seconds),
+    Setting(WIDE_EVENTS_MONITOR_INTERVAL, "monitor_interval_s", parse_positive_seconds),
+    Setting(WIDE_EVENTS_BOARD_SLOTS, "board_slots", parse_board_slots),
     Setting(WIDE_EVENTS_CONSOLE_FORMAT, "console_format", parse_console_format),
     Setting(OTEL_CAPTURE_REQUEST_HEADERS, "capture_request_headers", parse_pattern_list),
     Setting(OTEL_CAPTURE_RESPONSE_HEADERS, "capture_response_headers", parse_pattern_list),
@@ -156,6 +174,8 @@ class Config:
     extra_redact_query_keys: tuple[str, ...] = ()
     sql_max_length: int = 2048
     shutdown_timeout_s: float = 5.0
+    monitor_interval_s: float = 1.0
+    board_slots: int = 0
     console_format: str = "logfmt"
     capture_request_headers: tuple[str, ...] = ()
     capture_response_headers: tuple[str, ...] = ()

@@ -1,51 +1,148 @@
 """Our side of gunicorn's server hooks: each method is named and shaped like its hook.
 
-They run chained with the user's own hooks of the same name (see ``server.py``), so a
-gunicorn config file keeps working unchanged.
+They run chained with the user's own hooks of the same name (see ``server.py``), so a gunicorn
+config file keeps working unchanged. Master hooks keep the board (slots, monitor); worker hooks
+build the worker's export, slot and request path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import platform
+import uuid
+from typing import Any, Final
 
+import django
+import gunicorn
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 
+from . import attributes as attr
 from .__about__ import __version__
+from .board import Board
 from .config import Config
 from .export import ForkSafeExport
-from .guard import forget_reports, never_raise
+from .guard import forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
+from .monitor import Monitor
 from .rejected import RejectedRequests
+from .worker_slot import NoSlot, WorkerSlot, no_slot
 from .wsgi import WideEventsMiddleware
 
-TRACER_NAME = "gunicorn_django_wide_events"
+TRACER_NAME: Final = "gunicorn_django_wide_events"
+SLOT_ATTRIBUTE: Final = "wide_events_slot"  # set on gunicorn's Worker object by pre_fork
+MIN_BOARD_SLOTS: Final = 32
+
+
+def slot_of(worker: Any) -> int | None:
+    slot = getattr(worker, SLOT_ATTRIBUTE, None)
+    return slot if isinstance(slot, int) else None
+
+
+def worker_resource(server: Any, worker: Any, slot: int | None) -> Resource:
+    attributes: dict[str, Any] = {
+        "process.parent_pid": os.getppid(),
+        "service.instance.id": str(uuid.uuid4()),
+        attr.GUNICORN_WORKER_CLASS: f"{type(worker).__module__}.{type(worker).__qualname__}",
+        attr.GUNICORN_WORKERS_CONFIGURED: int(server.cfg.workers),
+        attr.GUNICORN_TIMEOUT: int(server.cfg.timeout),
+        attr.GUNICORN_VERSION: gunicorn.__version__,
+        attr.DJANGO_VERSION: django.get_version(),
+        "process.runtime.version": platform.python_version(),
+    }
+    if slot is not None:
+        attributes[attr.GUNICORN_WORKER_ID] = slot
+    return Resource(attributes)
 
 
 class GunicornHooks:
-    """Worker set-up and tear-down; the master side is ``ForkSafeExport.take_over``."""
+    """Everything the package does in gunicorn's master and workers, hook by hook."""
 
-    # Hooks where ours runs before the user's: the user's code may already serve spans.
-    RUN_FIRST = ("post_fork",)
+    # Hooks where ours runs before the user's: the user's code may rely on what ours sets up.
+    RUN_FIRST = ("pre_fork", "post_fork")
     # Hooks where ours runs after the user's: wrap the final app, flush the last spans.
-    RUN_LAST = ("post_worker_init", "worker_exit")
+    RUN_LAST = ("when_ready", "post_worker_init", "child_exit", "worker_exit", "on_exit")
 
     def __init__(self, config: Config, export: ForkSafeExport) -> None:
         self.config = config
         self.export = export
         self.http = HttpAttributes(config)
+        self.board: Board | None = None
+        self.monitor: Monitor | None = None
+        self.slot: WorkerSlot | NoSlot = no_slot
+
+    # -- master ----------------------------------------------------------------------------
+
+    def arbiter_setup(self, server: Any) -> None:
+        """Arbiter.setup (start and every HUP): before any fork, board and export ready."""
+        if self.board is None:
+            slots = self.config.board_slots or max(MIN_BOARD_SLOTS, 4 * int(server.cfg.workers))
+            self.board = Board(slots)
+        self.export.take_over(dict(os.environ))
+
+    def when_ready(self, server: Any) -> None:
+        with never_raise("hooks.when_ready"):
+            if self.board is None or self.monitor is not None:
+                return
+            self.monitor = Monitor(
+                self.board,
+                self.config.monitor_interval_s,
+                workers=lambda: {
+                    slot: pid
+                    for pid, worker in list(server.WORKERS.items())
+                    if (slot := slot_of(worker)) is not None
+                },
+                listeners=lambda: list(server.LISTENERS),
+            )
+            self.monitor.start()
+
+    def pre_fork(self, server: Any, worker: Any) -> None:
+        with never_raise("hooks.pre_fork"):
+            slot = self.board.assign_slot() if self.board is not None else None
+            if slot is None:
+                log_once(
+                    "board.full",
+                    "gunicorn-django-wide-events: all %s board slots are taken; new workers "
+                    "send events without worker and sibling data (raise WIDE_EVENTS_BOARD_SLOTS)",
+                    self.board.capacity if self.board is not None else 0,
+                )
+            setattr(worker, SLOT_ATTRIBUTE, slot)
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        with never_raise("hooks.child_exit"):
+            slot = slot_of(worker)
+            if slot is not None and self.board is not None:
+                self.board.free_slot(slot)
+
+    def on_exit(self, server: Any) -> None:
+        with never_raise("hooks.on_exit"):
+            if self.monitor is not None:
+                self.monitor.stop()
+
+    # -- worker ----------------------------------------------------------------------------
 
     def post_fork(self, server: Any, worker: Any) -> None:
         with never_raise("hooks.post_fork"):
             forget_reports()
+            self.monitor = None  # the master's; its thread did not cross the fork
+            slot = slot_of(worker)
+            if slot is not None and self.board is not None:
+                self.slot = WorkerSlot(self.board, slot)
+            provider = trace.get_tracer_provider()
+            update_resource = getattr(provider, "_update_resource", None)
+            if update_resource is not None:
+                update_resource(worker_resource(server, worker, slot))
             self.export.start_in_worker()
 
     def post_worker_init(self, worker: Any) -> None:
         with never_raise("hooks.post_worker_init"):
             tracer = trace.get_tracer(TRACER_NAME, __version__)
             sql_max_length = self.config.sql_max_length
-            worker.wsgi = WideEventsMiddleware(worker.wsgi, tracer, self.http, sql_max_length)
+            worker.wsgi = WideEventsMiddleware(
+                worker.wsgi, tracer, self.http, sql_max_length, self.slot
+            )
             worker.handle_error = RejectedRequests(
-                worker.handle_error, tracer, self.http, sql_max_length
+                worker.handle_error, tracer, self.http, sql_max_length, self.slot
             )
 
     def worker_exit(self, server: Any, worker: Any) -> None:

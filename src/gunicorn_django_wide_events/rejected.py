@@ -21,6 +21,7 @@ from .attributes import EventType
 from .guard import never_raise
 from .http_request import HttpAttributes
 from .request import RequestEvent, exception_left_to_gunicorn, exception_type_name
+from .worker_slot import NoSlot, WorkerSlot, no_slot
 
 _rejected_event: ContextVar[RequestEvent | None] = ContextVar(
     "gunicorn_django_wide_events.rejected_event", default=None
@@ -80,7 +81,7 @@ def environ_of(req: Any, addr: Any) -> dict[str, Any]:
 class RejectedRequests:
     """Replaces a worker's ``handle_error`` so that every answer it writes is an event."""
 
-    __slots__ = ("http", "original", "sql_max_length", "tracer")
+    __slots__ = ("http", "original", "slot", "sql_max_length", "tracer")
 
     def __init__(
         self,
@@ -88,11 +89,13 @@ class RejectedRequests:
         tracer: Tracer,
         http: HttpAttributes,
         sql_max_length: int,
+        slot: WorkerSlot | NoSlot = no_slot,
     ) -> None:
         self.original = original
         self.tracer = tracer
         self.http = http
         self.sql_max_length = sql_max_length
+        self.slot = slot
 
     def __call__(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if exc is exception_left_to_gunicorn.get():
@@ -108,6 +111,7 @@ class RejectedRequests:
             _rejected_event.reset(token)
             if event is not None:
                 with _guard:
+                    self.slot.add_attributes(event.attributes)
                     event.finish(EventType.REQUEST, self.sql_max_length)
 
     def _start(self, req: Any, addr: Any, exc: BaseException) -> RequestEvent | None:

@@ -8,7 +8,6 @@ aside, and where the master hands export over to the workers (``ForkSafeExport.t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -61,7 +60,7 @@ def attach_to_arbiter(hooks: GunicornHooks) -> None:
         original(arbiter, app)
         with _setup_guard:
             chain_hooks(arbiter.cfg, hooks)
-            hooks.export.take_over(dict(os.environ))
+            hooks.arbiter_setup(arbiter)
 
     Arbiter.setup = setup
 

@@ -16,6 +16,7 @@ from typing import Any, Final, cast
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 from opentelemetry.trace import SpanKind, Tracer
 
 from . import attributes as attr
@@ -23,6 +24,7 @@ from .attributes import EventType
 from .guard import never_raise
 from .http_request import Environ, HttpAttributes, is_ascii_number
 from .request import RequestEvent, current_event, exception_left_to_gunicorn
+from .worker_slot import NoSlot, WorkerSlot, no_slot
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -106,7 +108,10 @@ class RequestScope:
                 time.thread_time_ns() - self.cpu_start_ns
             ) / 1e6
             attributes[attr.HTTP_RESPONSE_BODY_SIZE] = self.body_bytes
+            slot = self.middleware.slot
+            slot.add_attributes(attributes)
             event.finish(EventType.REQUEST, self.middleware.sql_max_length)
+            slot.request_finished()
         self._restore_context()
 
     def _restore_context(self) -> None:
@@ -194,15 +199,21 @@ class FileBodyCloser:
 class WideEventsMiddleware:
     """WSGI middleware that turns every request into exactly one wide event."""
 
-    __slots__ = ("app", "http", "sql_max_length", "tracer")
+    __slots__ = ("app", "http", "slot", "sql_max_length", "tracer")
 
     def __init__(
-        self, app: WSGIApp, tracer: Tracer, http: HttpAttributes, sql_max_length: int
+        self,
+        app: WSGIApp,
+        tracer: Tracer,
+        http: HttpAttributes,
+        sql_max_length: int,
+        slot: WorkerSlot | NoSlot = no_slot,
     ) -> None:
         self.app = app
         self.tracer = tracer
         self.http = http
         self.sql_max_length = sql_max_length
+        self.slot = slot
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         scope = self._start(environ)
@@ -230,5 +241,6 @@ class WideEventsMiddleware:
             span = self.tracer.start_span(
                 method, context=parent, kind=SpanKind.SERVER, attributes=attributes
             )
+            self.slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
             return RequestScope(self, RequestEvent(span, method, {}))
         return None

@@ -27,6 +27,7 @@ BAD_VALUE_AND_ACCEPTED: dict[object, tuple[str, str]] = {
     config.parse_key_list: ("a.b", "comma-separated words"),
     config.parse_pattern_list: ("(unclosed", "regular expressions"),
     config.parse_console_format: ("yaml", "logfmt or json"),
+    config.parse_board_slots: ("-1", "from 0 (sized from the workers) to 4096"),
 }
 
 TRUE_SPELLINGS = ["true", "TRUE", "True", "yes", "YES", "Yes", "on", "ON", "On", "1"]
@@ -73,6 +74,8 @@ def test_default_values() -> None:
         config.WIDE_EVENTS_REDACT_QUERY_KEYS: (),
         config.WIDE_EVENTS_SQL_MAX_LENGTH: 2048,
         config.WIDE_EVENTS_SHUTDOWN_TIMEOUT: 5.0,
+        config.WIDE_EVENTS_MONITOR_INTERVAL: 1.0,
+        config.WIDE_EVENTS_BOARD_SLOTS: 0,
         config.WIDE_EVENTS_CONSOLE_FORMAT: "logfmt",
         config.OTEL_CAPTURE_REQUEST_HEADERS: (),
         config.OTEL_CAPTURE_RESPONSE_HEADERS: (),

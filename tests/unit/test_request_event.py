@@ -289,15 +289,24 @@ def test_set_route_renames_span(tracing: Tracing) -> None:
     assert (span.attributes or {})["http.route"] == "items/<int:id>/"
 
 
-@pytest.mark.parametrize("route", [None, ""])
-def test_empty_route_keeps_span_name(tracing: Tracing, route: str | None) -> None:
-    """set_route with None or '' leaves the span name and sets no http.route."""
+def test_no_route_keeps_span_name(tracing: Tracing) -> None:
+    """set_route(None) (nothing resolved) leaves the span name and sets no http.route."""
     event = tracing.event("POST")
-    event.set_route(route)
+    event.set_route(None)
     event.finish("request", SQL_MAX)
     span = tracing.only_span()
     assert span.name == "POST"
     assert "http.route" not in (span.attributes or {})
+
+
+def test_root_route_is_reported_as_slash(tracing: Tracing) -> None:
+    """Django's empty pattern for the site root becomes http.route '/'."""
+    event = tracing.event("GET")
+    event.set_route("")
+    event.finish("request", SQL_MAX)
+    span = tracing.only_span()
+    assert span.name == "GET /"
+    assert (span.attributes or {})["http.route"] == "/"
 
 
 def test_second_finish_returns_false_and_exports_nothing(tracing: Tracing) -> None:

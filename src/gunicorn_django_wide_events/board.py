@@ -1,0 +1,262 @@
+"""The board: one anonymous shared-memory region, created by the master before the first fork.
+
+Layout, all native byte order::
+
+    header        magic, capacity, then the server sample (seqlock)
+    in_use[cap]   one byte per slot: a worker holds it (written by the master)
+    busy[cap]     one byte per slot: its worker is serving a request (written by the worker)
+    slots[cap]    per worker: the master's sample of it (seqlock), its request (seqlock)
+
+Every region has exactly one writer, so no lock is ever needed, and none can be left held by a
+killed process. A seqlock region is written as: counter made odd, fields, counter made even; a
+reader retries when the counter was odd or changed while it read (a torn read). Single bytes
+(``in_use``, ``busy``) need no counter: a byte is written whole. The mapping is anonymous
+(``mmap(-1, ...)``), so nothing is left behind in ``/dev/shm`` even when the master is
+SIGKILLed; workers inherit it through fork.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+MAGIC: Final = 0x57494445  # "WIDE"
+PATH_BYTES: Final = 256
+SQL_BYTES: Final = 1024
+METHOD_BYTES: Final = 16
+_READ_ATTEMPTS: Final = 100
+
+_HEADER: Final = struct.Struct("=II")  # magic, capacity
+# seq, sampled_at, load1, load5, load15, backlog, master_cpu_percent, master_rss,
+# workers_cpu_percent, workers_rss
+_SERVER: Final = struct.Struct("=Iddddqdqdq")
+# seq, sampled_at, cpu_percent, rss, threads, fds, voluntary and involuntary context switches
+_MONITOR: Final = struct.Struct("=Iddqiiqq")
+# seq, pid, spawned_at, requests, started_at, trace_id, span_id, event_out, method, path, sql
+_REQUEST: Final = struct.Struct(f"=IidQd16s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
+
+_SERVER_AT: Final = _HEADER.size
+_FLAGS_AT: Final = _SERVER_AT + _SERVER.size
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSample:
+    sampled_at: float
+    load1: float
+    load5: float
+    load15: float
+    backlog: int  # -1 when the platform does not tell
+    master_cpu_percent: float
+    master_rss: int
+    workers_cpu_percent: float  # summed over all workers
+    workers_rss: int  # summed over all workers
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSample:
+    sampled_at: float
+    cpu_percent: float
+    rss: int
+    threads: int
+    fds: int
+    ctx_switches_voluntary: int
+    ctx_switches_involuntary: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRequest:
+    pid: int
+    spawned_at: float
+    requests: int
+    started_at: float  # 0.0 when idle
+    trace_id: bytes
+    span_id: bytes
+    event_out: bool
+    method: str
+    path: str
+    sql: str
+
+
+class TornRead(RuntimeError):
+    """A region kept changing while it was read: its writer may have died mid-write."""
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _clip(text: str, size: int) -> bytes:
+    # Cutting UTF-8 mid-character is fine: reading decodes with "replace".
+    return text.encode("utf-8", "replace")[:size]
+
+
+class Board:
+    """The shared region and every read and write of it; it starts no thread of its own."""
+
+    def __init__(self, capacity: int, buffer: mmap.mmap | bytearray | None = None) -> None:
+        if not 0 < capacity <= 0xFFFF:
+            raise ValueError(f"board capacity must be between 1 and 65535, not {capacity}")
+        self.capacity = capacity
+        self._in_use_at = _FLAGS_AT
+        self._busy_at = _FLAGS_AT + capacity
+        self._slots_at = _FLAGS_AT + 2 * capacity
+        self._monitor_size = _MONITOR.size
+        self._slot_size = _MONITOR.size + _REQUEST.size
+        self.size = self._slots_at + capacity * self._slot_size
+        self.buffer = buffer if buffer is not None else mmap.mmap(-1, self.size)
+        _HEADER.pack_into(self.buffer, 0, MAGIC, capacity)
+
+    # -- slots: assigned and freed by the master ------------------------------------------
+
+    def assign_slot(self) -> int | None:
+        """Take the lowest free slot for a worker about to be forked; None when full."""
+        in_use = self.buffer[self._in_use_at : self._in_use_at + self.capacity]
+        slot = in_use.find(0)
+        if slot < 0:
+            return None
+        self._reset_slot(slot)
+        self.buffer[self._in_use_at + slot] = 1
+        return slot
+
+    def free_slot(self, slot: int) -> None:
+        self.buffer[self._busy_at + slot] = 0
+        self.buffer[self._in_use_at + slot] = 0
+
+    def slots_in_use(self) -> list[int]:
+        in_use = self.buffer[self._in_use_at : self._in_use_at + self.capacity]
+        return [slot for slot, flag in enumerate(in_use) if flag]
+
+    def count_in_use(self) -> int:
+        return self.buffer[self._in_use_at : self._in_use_at + self.capacity].count(1)
+
+    def count_busy(self) -> int:
+        return self.buffer[self._busy_at : self._busy_at + self.capacity].count(1)
+
+    def _reset_slot(self, slot: int) -> None:
+        start = self._slots_at + slot * self._slot_size
+        self.buffer[start : start + self._slot_size] = bytes(self._slot_size)
+        self.buffer[self._busy_at + slot] = 0
+
+    # -- the server sample: written by the master's monitor -------------------------------
+
+    def write_server(self, sample: ServerSample) -> None:
+        seq = self._begin_write(_SERVER_AT)
+        _SERVER.pack_into(
+            self.buffer,
+            _SERVER_AT,
+            seq + 1,
+            sample.sampled_at,
+            sample.load1,
+            sample.load5,
+            sample.load15,
+            sample.backlog,
+            sample.master_cpu_percent,
+            sample.master_rss,
+            sample.workers_cpu_percent,
+            sample.workers_rss,
+        )
+        self._end_write(_SERVER_AT, seq + 2)
+
+    def read_server(self) -> ServerSample | None:
+        """The last server sample, or None before the first one."""
+        values = self._read(_SERVER, _SERVER_AT)
+        return ServerSample(*values[1:]) if values[1] else None
+
+    # -- a worker's sample: written by the master's monitor -------------------------------
+
+    def write_monitor(self, slot: int, sample: WorkerSample) -> None:
+        offset = self._slot_offset(slot)
+        seq = self._begin_write(offset)
+        _MONITOR.pack_into(
+            self.buffer,
+            offset,
+            seq + 1,
+            sample.sampled_at,
+            sample.cpu_percent,
+            sample.rss,
+            sample.threads,
+            sample.fds,
+            sample.ctx_switches_voluntary,
+            sample.ctx_switches_involuntary,
+        )
+        self._end_write(offset, seq + 2)
+
+    def read_monitor(self, slot: int) -> WorkerSample | None:
+        values = self._read(_MONITOR, self._slot_offset(slot))
+        return WorkerSample(*values[1:]) if values[1] else None
+
+    # -- a worker's request: written by the worker itself ---------------------------------
+
+    def write_request(
+        self,
+        slot: int,
+        *,
+        pid: int,
+        spawned_at: float,
+        requests: int,
+        started_at: float = 0.0,
+        trace_id: bytes = b"",
+        span_id: bytes = b"",
+        event_out: bool = False,
+        method: str = "",
+        path: str = "",
+        sql: str = "",
+    ) -> None:
+        offset = self._slot_offset(slot) + self._monitor_size
+        seq = self._begin_write(offset)
+        _REQUEST.pack_into(
+            self.buffer,
+            offset,
+            seq + 1,
+            pid,
+            spawned_at,
+            requests,
+            started_at,
+            trace_id,
+            span_id,
+            event_out,
+            _clip(method, METHOD_BYTES),
+            _clip(path, PATH_BYTES),
+            _clip(sql, SQL_BYTES),
+        )
+        self._end_write(offset, seq + 2)
+        self.buffer[self._busy_at + slot] = 1 if started_at else 0
+
+    def read_request(self, slot: int) -> WorkerRequest:
+        values = self._read(_REQUEST, self._slot_offset(slot) + self._monitor_size)
+        _, pid, spawned_at, requests, started_at, trace_id, span_id, event_out = values[:8]
+        method, path, sql = (_text(raw) for raw in values[8:])
+        return WorkerRequest(
+            pid, spawned_at, requests, started_at, trace_id, span_id, bool(event_out),
+            method, path, sql,
+        )  # fmt: skip
+
+    # -- seqlock ---------------------------------------------------------------------------
+
+    def _slot_offset(self, slot: int) -> int:
+        if not 0 <= slot < self.capacity:
+            raise IndexError(f"slot {slot} is outside the board (capacity {self.capacity})")
+        return self._slots_at + slot * self._slot_size
+
+    def _begin_write(self, offset: int) -> int:
+        seq: int = struct.unpack_from("=I", self.buffer, offset)[0]
+        seq |= 1  # odd: a write is under way (also after a writer died mid-write)
+        struct.pack_into("=I", self.buffer, offset, seq)
+        return seq - 1
+
+    def _end_write(self, offset: int, seq: int) -> None:
+        struct.pack_into("=I", self.buffer, offset, seq & 0xFFFFFFFF)
+
+    def _read(self, layout: struct.Struct, offset: int) -> tuple[Any, ...]:
+        buffer = self.buffer
+        for _ in range(_READ_ATTEMPTS):
+            values = layout.unpack_from(buffer, offset)
+            seq = values[0]
+            if seq & 1:
+                continue
+            (seq_after,) = struct.unpack_from("=I", buffer, offset)
+            if seq_after == seq:
+                return values
+        raise TornRead(f"no consistent read at offset {offset} in {_READ_ATTEMPTS} attempts")

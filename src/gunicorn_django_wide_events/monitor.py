@@ -1,0 +1,207 @@
+"""The master's monitor thread: samples every worker and the server onto the board.
+
+Once per interval it reads each worker with psutil (CPU, memory, threads, file descriptors,
+context switches), the master itself, the machine's load and the listen backlog, and writes them
+to the board, where workers pick them up for their events. It never touches OpenTelemetry.
+
+Fork Safety:
+    The monitor uses ``os.register_at_fork()`` the way gunicorn's control-socket server does.
+    Before fork: the thread is stopped and joined, so no thread of ours is alive when gunicorn
+    forks (and Python 3.12+ has nothing to warn about). After fork in the parent: it is started
+    again. After fork in the child: the copy is forgotten (workers do not monitor).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+import psutil
+
+from .board import Board, ServerSample, WorkerSample
+from .guard import log_once
+
+_TCP_LISTEN: Final = "0A"
+_active_monitors: set[Monitor] = set()
+_fork_handlers_registered = False
+
+
+def _before_fork() -> None:
+    for monitor in list(_active_monitors):
+        monitor.stop_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for monitor in list(_active_monitors):
+        monitor.restart_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    _active_monitors.clear()
+
+
+def _register_fork_handlers() -> None:
+    global _fork_handlers_registered  # noqa: PLW0603
+    if not _fork_handlers_registered:
+        _fork_handlers_registered = True
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
+            after_in_child=_after_fork_in_child,
+        )
+
+
+def listen_backlog(inodes: Iterable[int]) -> int:
+    """Connections waiting in the accept queues of the listening sockets; -1 if unknown.
+
+    For a socket in LISTEN state Linux reports the accept-queue length as ``rx_queue`` in
+    ``/proc/net/tcp``; other platforms (and unix sockets) have no cheap equivalent.
+    """
+    wanted = {str(inode) for inode in inodes}
+    if not wanted:
+        return -1
+    total, found = 0, False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as lines:
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == _TCP_LISTEN and fields[9] in wanted:
+                        total += int(fields[4].partition(":")[2], 16)
+                        found = True
+        except OSError:
+            continue
+    return total if found else -1
+
+
+def socket_inodes(listeners: Iterable[Any]) -> list[int]:
+    inodes = []
+    for listener in listeners:
+        sock = getattr(listener, "sock", listener)
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                inodes.append(os.fstat(sock.fileno()).st_ino)
+            except OSError:
+                continue
+    return inodes
+
+
+class Monitor:
+    """Samples the workers named by ``workers()`` (slot -> pid) every ``interval_s``."""
+
+    def __init__(
+        self,
+        board: Board,
+        interval_s: float,
+        workers: Callable[[], dict[int, int]],
+        listeners: Callable[[], Iterable[Any]],
+    ) -> None:
+        self.board = board
+        self.interval_s = interval_s
+        self._workers = workers
+        self._listeners = listeners
+        self._processes: dict[int, psutil.Process] = {}
+        self._master = psutil.Process()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._running = False
+        self._was_running_before_fork = False
+
+    def start(self) -> None:
+        _register_fork_handlers()
+        _active_monitors.add(self)
+        self._running = True
+        self._start_thread()
+
+    def stop(self) -> None:
+        self._running = False
+        _active_monitors.discard(self)
+        self._stop_thread()
+
+    def stop_for_fork(self) -> None:
+        self._was_running_before_fork = self._running
+        self._stop_thread()
+
+    def restart_after_fork(self) -> None:
+        if self._was_running_before_fork and self._running:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="wide-events-monitor", daemon=True)
+        self._thread.start()
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.sample()
+            except Exception:  # the monitor must outlive any one bad sample
+                log_once("monitor.sample", "gunicorn-django-wide-events: monitor sample failed",
+                         exc_info=True)  # fmt: skip
+            if self._stopping.wait(self.interval_s):
+                return
+
+    def sample(self) -> None:
+        """One pass: every worker, then the server."""
+        now = time.time()
+        workers = self._workers()
+        for pid in set(self._processes) - set(workers.values()):
+            del self._processes[pid]
+        cpu_total, rss_total = 0.0, 0
+        for slot, pid in workers.items():
+            sample = self._sample_worker(pid, now)
+            if sample is not None:
+                self.board.write_monitor(slot, sample)
+                cpu_total += sample.cpu_percent
+                rss_total += sample.rss
+        self.board.write_server(self._sample_server(now, cpu_total, rss_total))
+
+    def _sample_worker(self, pid: int, now: float) -> WorkerSample | None:
+        process = self._processes.get(pid)
+        try:
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+            with process.oneshot():
+                switches = process.num_ctx_switches()
+                return WorkerSample(
+                    sampled_at=now,
+                    cpu_percent=process.cpu_percent(None),
+                    rss=process.memory_info().rss,
+                    threads=process.num_threads(),
+                    fds=process.num_fds() if hasattr(process, "num_fds") else -1,
+                    ctx_switches_voluntary=switches.voluntary,
+                    ctx_switches_involuntary=switches.involuntary,
+                )
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            self._processes.pop(pid, None)
+            return None
+
+    def _sample_server(self, now: float, cpu_total: float, rss_total: int) -> ServerSample:
+        load1, load5, load15 = os.getloadavg()
+        with self._master.oneshot():
+            master_cpu = self._master.cpu_percent(None)
+            master_rss = self._master.memory_info().rss
+        return ServerSample(
+            sampled_at=now,
+            load1=load1,
+            load5=load5,
+            load15=load15,
+            backlog=listen_backlog(socket_inodes(self._listeners())),
+            master_cpu_percent=master_cpu,
+            master_rss=master_rss,
+            workers_cpu_percent=cpu_total,
+            workers_rss=rss_total,
+        )

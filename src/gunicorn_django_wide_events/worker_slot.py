@@ -1,0 +1,111 @@
+"""A worker's own board slot: written as each request starts and ends, read for its events.
+
+Writing costs two ``struct.pack_into`` calls per request and reading a few ``unpack_from``
+calls (see ``bench/board.py``); the monitor data it reads is at most one interval old, while
+the busy and total counts are live.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
+
+from . import attributes as attr
+from .board import Board, TornRead
+from .guard import never_raise
+
+_read_guard = never_raise("board.read")
+_write_guard = never_raise("board.write")
+
+
+class WorkerSlot:
+    """The slot ``slot`` of ``board``, owned by this worker process."""
+
+    __slots__ = ("board", "pid", "requests", "slot", "spawned_at")
+
+    def __init__(self, board: Board, slot: int) -> None:
+        self.board = board
+        self.slot = slot
+        self.pid = os.getpid()
+        self.spawned_at = time.time()
+        self.requests = 0
+        board.write_request(slot, pid=self.pid, spawned_at=self.spawned_at, requests=0)
+
+    def request_started(self, span: Span, method: str, path: str) -> None:
+        with _write_guard:
+            self.requests += 1
+            context = span.get_span_context()
+            self.board.write_request(
+                self.slot,
+                pid=self.pid,
+                spawned_at=self.spawned_at,
+                requests=self.requests,
+                started_at=time.time(),
+                trace_id=context.trace_id.to_bytes(16, "big"),
+                span_id=context.span_id.to_bytes(8, "big"),
+                method=method,
+                path=path,
+            )
+
+    def request_finished(self) -> None:
+        with _write_guard:
+            self.board.write_request(
+                self.slot, pid=self.pid, spawned_at=self.spawned_at, requests=self.requests
+            )
+
+    def add_attributes(self, attributes: dict[str, AttributeValue]) -> None:
+        """The worker and its siblings, as the board shows them now."""
+        with _read_guard:
+            board = self.board
+            now = time.time()
+            total = board.count_in_use()
+            busy = board.count_busy()
+            attributes[attr.GUNICORN_WORKER_ID] = self.slot
+            attributes[attr.GUNICORN_WORKER_AGE] = round(now - self.spawned_at, 3)
+            attributes[attr.GUNICORN_WORKER_REQUESTS] = self.requests
+            attributes[attr.GUNICORN_WORKERS_TOTAL] = total
+            attributes[attr.GUNICORN_WORKERS_BUSY] = busy
+            attributes[attr.GUNICORN_WORKERS_IDLE] = max(total - busy, 0)
+            if total:
+                attributes[attr.GUNICORN_WORKERS_UTILIZATION] = round(busy / total, 4)
+            try:
+                own = board.read_monitor(self.slot)
+                server = board.read_server()
+            except TornRead:
+                return
+            if own is not None:
+                attributes[attr.GUNICORN_WORKER_CPU_PERCENT] = own.cpu_percent
+                attributes[attr.GUNICORN_WORKER_MEMORY_RSS] = own.rss
+                attributes[attr.GUNICORN_WORKER_THREADS] = own.threads
+                attributes[attr.GUNICORN_WORKER_OPEN_FDS] = own.fds
+            if server is not None:
+                attributes[attr.GUNICORN_WORKERS_CPU_PERCENT] = server.workers_cpu_percent
+                attributes[attr.GUNICORN_WORKERS_MEMORY_RSS] = server.workers_rss
+                attributes[attr.GUNICORN_MASTER_MEMORY_RSS] = server.master_rss
+                attributes[attr.GUNICORN_HOST_LOAD_1M] = server.load1
+                attributes[attr.GUNICORN_MONITOR_SAMPLE_AGE_MS] = round(
+                    (now - server.sampled_at) * 1e3, 1
+                )
+                if server.backlog >= 0:
+                    attributes[attr.GUNICORN_LISTEN_BACKLOG] = server.backlog
+
+
+class NoSlot:
+    """Stands in for a worker that got no slot (board full): events simply lack board data."""
+
+    __slots__ = ()
+
+    def request_started(self, span: Span, method: str, path: str) -> None:
+        return None
+
+    def request_finished(self) -> None:
+        return None
+
+    def add_attributes(self, attributes: dict[str, AttributeValue]) -> None:
+        return None
+
+
+no_slot = NoSlot()
