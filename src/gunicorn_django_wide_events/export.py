@@ -14,9 +14,7 @@ attributes read here are pinned by ``tests/unit/test_export.py`` so an SDK chang
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -34,6 +32,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
+from .forking import wait_for_native_threads
 from .guard import log_once
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
@@ -90,20 +89,6 @@ def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]
         max_attribute_length=limits.max_attribute_length,
         max_span_attribute_length=limits.max_span_attribute_length,
     )
-
-
-def wait_for_native_threads(timeout_s: float) -> None:
-    """Wait (a little) until every thread of the process is one Python knows about.
-
-    A closed gRPC channel's C-core threads end a few milliseconds later, unseen by ``threading``;
-    a fork in between still copies a multi-threaded process (and Python 3.12+ warns about it).
-    """
-    task_dir = "/proc/self/task"  # Linux only; elsewhere there is nothing to count
-    if not os.path.isdir(task_dir):
-        return
-    deadline = time.monotonic() + timeout_s
-    while len(os.listdir(task_dir)) > threading.active_count() and time.monotonic() < deadline:
-        time.sleep(0.002)
 
 
 class WorkerSpanProcessor(SpanProcessor):

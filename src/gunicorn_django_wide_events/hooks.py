@@ -24,7 +24,7 @@ from .config import Config
 from .export import ForkSafeExport
 from .guard import forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
-from .monitor import Monitor
+from .monitor import Monitor, register_fork_handlers
 from .rejected import RejectedRequests
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 from .wsgi import WideEventsMiddleware
@@ -41,6 +41,7 @@ def slot_of(worker: Any) -> int | None:
 
 def worker_resource(server: Any, worker: Any, slot: int | None) -> Resource:
     attributes: dict[str, Any] = {
+        "process.pid": os.getpid(),
         "process.parent_pid": os.getppid(),
         "service.instance.id": str(uuid.uuid4()),
         attr.GUNICORN_WORKER_CLASS: f"{type(worker).__module__}.{type(worker).__qualname__}",
@@ -75,6 +76,7 @@ class GunicornHooks:
 
     def arbiter_setup(self, server: Any) -> None:
         """Arbiter.setup (start and every HUP): before any fork, board and export ready."""
+        register_fork_handlers()
         if self.board is None:
             slots = self.config.board_slots or max(MIN_BOARD_SLOTS, 4 * int(server.cfg.workers))
             self.board = Board(slots)

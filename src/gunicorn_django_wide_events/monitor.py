@@ -23,6 +23,7 @@ from typing import Any, Final
 import psutil
 
 from .board import Board, ServerSample, WorkerSample
+from .forking import wait_for_native_threads
 from .guard import log_once
 
 _TCP_LISTEN: Final = "0A"
@@ -33,6 +34,9 @@ _fork_handlers_registered = False
 def _before_fork() -> None:
     for monitor in list(_active_monitors):
         monitor.stop_for_fork()
+    # Registered before gunicorn's control-socket server, this runs after it stopped its
+    # thread too: let the OS threads of both finish exiting before the fork copies them.
+    wait_for_native_threads(timeout_s=0.1)
 
 
 def _after_fork_in_parent() -> None:
@@ -44,7 +48,8 @@ def _after_fork_in_child() -> None:
     _active_monitors.clear()
 
 
-def _register_fork_handlers() -> None:
+def register_fork_handlers() -> None:
+    """Called in the master before gunicorn starts its control socket (see ``_before_fork``)."""
     global _fork_handlers_registered  # noqa: PLW0603
     if not _fork_handlers_registered:
         _fork_handlers_registered = True
@@ -113,7 +118,7 @@ class Monitor:
         self._was_running_before_fork = False
 
     def start(self) -> None:
-        _register_fork_handlers()
+        register_fork_handlers()
         _active_monitors.add(self)
         self._running = True
         self._start_thread()
