@@ -29,16 +29,18 @@ METHOD_BYTES: Final = 16
 _READ_ATTEMPTS: Final = 100
 
 _HEADER: Final = struct.Struct("=II")  # magic, capacity
-# seq, sampled_at, load1, load5, load15, backlog, master_cpu_percent, master_rss,
+_SEQ: Final = struct.Struct("=I")  # the counter in front of each seqlock region
+# sampled_at, load1, load5, load15, backlog, master_cpu_percent, master_rss,
 # workers_cpu_percent, workers_rss
-_SERVER: Final = struct.Struct("=Iddddqdqdq")
-# seq, sampled_at, cpu_percent, rss, threads, fds, voluntary and involuntary context switches
-_MONITOR: Final = struct.Struct("=Iddqiiqq")
-# seq, pid, spawned_at, requests, started_at, trace_id, span_id, event_out, method, path, sql
-_REQUEST: Final = struct.Struct(f"=IidQd16s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
+_SERVER: Final = struct.Struct("=ddddqdqdq")
+# sampled_at, cpu_percent, rss, threads, fds, voluntary and involuntary context switches
+_MONITOR: Final = struct.Struct("=ddqiiqq")
+# pid, spawned_at, requests, started_at, trace_id, span_id, event_out, method, path, sql
+_REQUEST: Final = struct.Struct(f"=idQd16s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
 
+_EVENT_OUT_AT: Final = struct.calcsize("=idQd16s8s")  # offset of event_out in _REQUEST
 _SERVER_AT: Final = _HEADER.size
-_FLAGS_AT: Final = _SERVER_AT + _SERVER.size
+_FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,8 @@ class Board:
         self._in_use_at = _FLAGS_AT
         self._busy_at = _FLAGS_AT + capacity
         self._slots_at = _FLAGS_AT + 2 * capacity
-        self._monitor_size = _MONITOR.size
-        self._slot_size = _MONITOR.size + _REQUEST.size
+        self._monitor_size = _SEQ.size + _MONITOR.size
+        self._slot_size = self._monitor_size + _SEQ.size + _REQUEST.size
         self.size = self._slots_at + capacity * self._slot_size
         self.buffer = buffer if buffer is not None else mmap.mmap(-1, self.size)
         _HEADER.pack_into(self.buffer, 0, MAGIC, capacity)
@@ -121,6 +123,7 @@ class Board:
         return slot
 
     def free_slot(self, slot: int) -> None:
+        self._slot_offset(slot)  # raises for a slot outside the board
         self.buffer[self._busy_at + slot] = 0
         self.buffer[self._in_use_at + slot] = 0
 
@@ -145,8 +148,7 @@ class Board:
         seq = self._begin_write(_SERVER_AT)
         _SERVER.pack_into(
             self.buffer,
-            _SERVER_AT,
-            seq + 1,
+            _SERVER_AT + _SEQ.size,
             sample.sampled_at,
             sample.load1,
             sample.load5,
@@ -162,7 +164,7 @@ class Board:
     def read_server(self) -> ServerSample | None:
         """The last server sample, or None before the first one."""
         values = self._read(_SERVER, _SERVER_AT)
-        return ServerSample(*values[1:]) if values[1] else None
+        return ServerSample(*values) if values[0] else None
 
     # -- a worker's sample: written by the master's monitor -------------------------------
 
@@ -171,8 +173,7 @@ class Board:
         seq = self._begin_write(offset)
         _MONITOR.pack_into(
             self.buffer,
-            offset,
-            seq + 1,
+            offset + _SEQ.size,
             sample.sampled_at,
             sample.cpu_percent,
             sample.rss,
@@ -185,7 +186,7 @@ class Board:
 
     def read_monitor(self, slot: int) -> WorkerSample | None:
         values = self._read(_MONITOR, self._slot_offset(slot))
-        return WorkerSample(*values[1:]) if values[1] else None
+        return WorkerSample(*values) if values[0] else None
 
     # -- a worker's request: written by the worker itself ---------------------------------
 
@@ -208,8 +209,7 @@ class Board:
         seq = self._begin_write(offset)
         _REQUEST.pack_into(
             self.buffer,
-            offset,
-            seq + 1,
+            offset + _SEQ.size,
             pid,
             spawned_at,
             requests,
@@ -224,10 +224,17 @@ class Board:
         self._end_write(offset, seq + 2)
         self.buffer[self._busy_at + slot] = 1 if started_at else 0
 
+    def mark_event_out(self, slot: int) -> None:
+        """The request in ``slot`` has its event out: nobody else may send one for it."""
+        offset = self._slot_offset(slot) + self._monitor_size
+        seq = self._begin_write(offset)
+        self.buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 1
+        self._end_write(offset, seq + 2)
+
     def read_request(self, slot: int) -> WorkerRequest:
         values = self._read(_REQUEST, self._slot_offset(slot) + self._monitor_size)
-        _, pid, spawned_at, requests, started_at, trace_id, span_id, event_out = values[:8]
-        method, path, sql = (_text(raw) for raw in values[8:])
+        pid, spawned_at, requests, started_at, trace_id, span_id, event_out = values[:7]
+        method, path, sql = (_text(raw) for raw in values[7:])
         return WorkerRequest(
             pid, spawned_at, requests, started_at, trace_id, span_id, bool(event_out),
             method, path, sql,
@@ -241,22 +248,29 @@ class Board:
         return self._slots_at + slot * self._slot_size
 
     def _begin_write(self, offset: int) -> int:
-        seq: int = struct.unpack_from("=I", self.buffer, offset)[0]
+        seq: int = _SEQ.unpack_from(self.buffer, offset)[0]
         seq |= 1  # odd: a write is under way (also after a writer died mid-write)
-        struct.pack_into("=I", self.buffer, offset, seq)
+        _SEQ.pack_into(self.buffer, offset, seq)
         return seq - 1
 
     def _end_write(self, offset: int, seq: int) -> None:
-        struct.pack_into("=I", self.buffer, offset, seq & 0xFFFFFFFF)
+        _SEQ.pack_into(self.buffer, offset, seq & 0xFFFFFFFF)
 
     def _read(self, layout: struct.Struct, offset: int) -> tuple[Any, ...]:
+        """Read the seqlock region at ``offset``: its counter, then ``layout`` right after it.
+
+        The counter is a word of its own, outside ``layout``: ``struct.pack_into`` zero-fills
+        the bytes it packs before writing them, so a counter inside would read 0, an even
+        "stable" value, in the middle of a write.
+        """
         buffer = self.buffer
+        payload_at = offset + _SEQ.size
         for _ in range(_READ_ATTEMPTS):
-            values = layout.unpack_from(buffer, offset)
-            seq = values[0]
+            (seq,) = _SEQ.unpack_from(buffer, offset)
             if seq & 1:
                 continue
-            (seq_after,) = struct.unpack_from("=I", buffer, offset)
+            values = layout.unpack_from(buffer, payload_at)
+            (seq_after,) = _SEQ.unpack_from(buffer, offset)
             if seq_after == seq:
                 return values
         raise TornRead(f"no consistent read at offset {offset} in {_READ_ATTEMPTS} attempts")

@@ -29,6 +29,12 @@ WIDE_EVENTS_SQL_MAX_LENGTH: Final = "WIDE_EVENTS_SQL_MAX_LENGTH"
 WIDE_EVENTS_SHUTDOWN_TIMEOUT: Final = "WIDE_EVENTS_SHUTDOWN_TIMEOUT"
 """Seconds a stopping worker waits for its last spans to be exported."""
 
+WIDE_EVENTS_TIMEOUT_MARGIN: Final = "WIDE_EVENTS_TIMEOUT_MARGIN"
+"""Seconds before gunicorn's worker timeout at which the watchdog sends the timeout event."""
+
+WIDE_EVENTS_REQUEST_TIMEOUT: Final = "WIDE_EVENTS_REQUEST_TIMEOUT"
+"""Seconds a request may run before its timeout event; 0 means gunicorn's timeout minus margin."""
+
 WIDE_EVENTS_MONITOR_INTERVAL: Final = "WIDE_EVENTS_MONITOR_INTERVAL"
 """Seconds between two samples of the workers by the master's monitor thread."""
 
@@ -104,6 +110,16 @@ def parse_positive_seconds(name: str, raw: str) -> float:
     return value
 
 
+def parse_non_negative_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(name, raw, "a number of seconds, 0 or more, such as 0 or 2.5")
+    return value
+
+
 def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
     keys = tuple(key.strip().lower() for key in raw.split(",") if key.strip())
     if any(not key.replace("_", "").replace("-", "").isalnum() for key in keys):
@@ -154,6 +170,8 @@ SETTINGS: Final = (
     Setting(WIDE_EVENTS_REDACT_QUERY_KEYS, "extra_redact_query_keys", parse_key_list),
     Setting(WIDE_EVENTS_SQL_MAX_LENGTH, "sql_max_length", parse_positive_int),
     Setting(WIDE_EVENTS_SHUTDOWN_TIMEOUT, "shutdown_timeout_s", parse_positive_seconds),
+    Setting(WIDE_EVENTS_TIMEOUT_MARGIN, "timeout_margin_s", parse_positive_seconds),
+    Setting(WIDE_EVENTS_REQUEST_TIMEOUT, "request_timeout_s", parse_non_negative_seconds),
     Setting(WIDE_EVENTS_MONITOR_INTERVAL, "monitor_interval_s", parse_positive_seconds),
     Setting(WIDE_EVENTS_BOARD_SLOTS, "board_slots", parse_board_slots),
     Setting(WIDE_EVENTS_CONSOLE_FORMAT, "console_format", parse_console_format),
@@ -174,6 +192,8 @@ class Config:
     extra_redact_query_keys: tuple[str, ...] = ()
     sql_max_length: int = 2048
     shutdown_timeout_s: float = 5.0
+    timeout_margin_s: float = 1.0
+    request_timeout_s: float = 0.0
     monitor_interval_s: float = 1.0
     board_slots: int = 0
     console_format: str = "logfmt"

@@ -91,22 +91,53 @@ def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]
     )
 
 
+def build_exporter(exporter_type: type[SpanExporter], timeout_s: float | None) -> SpanExporter:
+    """An exporter of ``exporter_type``, bounded by ``timeout_s`` if its constructor allows."""
+    if timeout_s is not None:
+        try:
+            return exporter_type(timeout=timeout_s)  # type: ignore[call-arg]
+        except TypeError:
+            pass
+    return exporter_type()
+
+
 class WorkerSpanProcessor(SpanProcessor):
-    """Batches spans to exporters built in this process; drops them until ``start()``."""
+    """Batches spans to exporters built in this process; drops them until ``start()``.
+
+    A span marked urgent (a timeout event, whose worker may be killed any moment) skips the
+    batch: ``on_end`` exports it at once, in the ending thread, through exporters of its own
+    whose timeout is short enough to finish before gunicorn's SIGKILL.
+    """
 
     def __init__(self, exporter_types: Sequence[type[SpanExporter]]) -> None:
         self.exporter_types = tuple(exporter_types)
         self._processors: tuple[BatchSpanProcessor, ...] = ()
         self._exporters: tuple[SpanExporter, ...] = ()
+        self._urgent_exporters: tuple[SpanExporter, ...] = ()
+        self._urgent: set[int] = set()
 
-    def start(self) -> None:
-        self._exporters = tuple(exporter_type() for exporter_type in self.exporter_types)
+    def start(self, urgent_timeout_s: float | None = None) -> None:
+        self._exporters = tuple(build_exporter(kind, None) for kind in self.exporter_types)
         self._processors = tuple(BatchSpanProcessor(exporter) for exporter in self._exporters)
+        if urgent_timeout_s is not None:
+            self._urgent_exporters = tuple(
+                build_exporter(kind, urgent_timeout_s) for kind in self.exporter_types
+            )
+
+    def mark_urgent(self, span_id: int) -> None:
+        self._urgent.add(span_id)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
+        urgent = self._urgent
+        if urgent and span.context is not None and span.context.span_id in urgent:
+            urgent.discard(span.context.span_id)
+            if self._urgent_exporters:
+                for exporter in self._urgent_exporters:
+                    exporter.export([span])
+                return
         for processor in self._processors:
             processor.on_end(span)
 
@@ -161,11 +192,11 @@ class ForkSafeExport:
         self._take_over_logs()
         wait_for_native_threads(timeout_s=1.0)
 
-    def start_in_worker(self) -> None:
+    def start_in_worker(self, urgent_timeout_s: float | None = None) -> None:
         """In a worker, right after fork: build this process's exporters."""
         _first_record_only.reset()
         if self.span_processor is not None:
-            self.span_processor.start()
+            self.span_processor.start(urgent_timeout_s)
         meter_provider = metrics.get_meter_provider()
         if isinstance(meter_provider, MeterProvider):
             for metric_exporter_type in self._metric_exporter_types:

@@ -26,12 +26,15 @@ from .guard import forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
 from .monitor import Monitor, register_fork_handlers
 from .rejected import RejectedRequests
+from .watchdog import NoWatchdog, Watchdog, deadlines_for, no_watchdog
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 from .wsgi import WideEventsMiddleware
 
 TRACER_NAME: Final = "gunicorn_django_wide_events"
 SLOT_ATTRIBUTE: Final = "wide_events_slot"  # set on gunicorn's Worker object by pre_fork
 MIN_BOARD_SLOTS: Final = 32
+# Workers whose threads are greenlets: a watchdog there could not preempt a stuck request.
+UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.ggevent", "gunicorn.workers.geventlet")
 
 
 def slot_of(worker: Any) -> int | None:
@@ -60,7 +63,7 @@ class GunicornHooks:
     """Everything the package does in gunicorn's master and workers, hook by hook."""
 
     # Hooks where ours runs before the user's: the user's code may rely on what ours sets up.
-    RUN_FIRST = ("pre_fork", "post_fork")
+    RUN_FIRST = ("pre_fork", "post_fork", "worker_abort")
     # Hooks where ours runs after the user's: wrap the final app, flush the last spans.
     RUN_LAST = ("when_ready", "post_worker_init", "child_exit", "worker_exit", "on_exit")
 
@@ -71,6 +74,7 @@ class GunicornHooks:
         self.board: Board | None = None
         self.monitor: Monitor | None = None
         self.slot: WorkerSlot | NoSlot = no_slot
+        self.watchdog: Watchdog | NoWatchdog = no_watchdog
 
     # -- master ----------------------------------------------------------------------------
 
@@ -134,24 +138,69 @@ class GunicornHooks:
             update_resource = getattr(provider, "_update_resource", None)
             if update_resource is not None:
                 update_resource(worker_resource(server, worker, slot))
-            self.export.start_in_worker()
+            self.export.start_in_worker(
+                urgent_timeout_s=max(0.2, 0.8 * self.config.timeout_margin_s)
+            )
 
     def post_worker_init(self, worker: Any) -> None:
         with never_raise("hooks.post_worker_init"):
+            self.watchdog = self._start_watchdog(worker)
             tracer = trace.get_tracer(TRACER_NAME, __version__)
             sql_max_length = self.config.sql_max_length
             worker.wsgi = WideEventsMiddleware(
-                worker.wsgi, tracer, self.http, sql_max_length, self.slot
+                worker.wsgi,
+                tracer,
+                http=self.http,
+                sql_max_length=sql_max_length,
+                slot=self.slot,
+                watchdog=self.watchdog,
             )
             worker.handle_error = RejectedRequests(
                 worker.handle_error, tracer, self.http, sql_max_length, self.slot
             )
 
+    def worker_abort(self, worker: Any) -> None:
+        """gunicorn's SIGABRT came before a deadline (margin too small): send the events now."""
+        with never_raise("hooks.worker_abort"):
+            self.watchdog.fire_all()
+
     def worker_exit(self, server: Any, worker: Any) -> None:
         with never_raise("hooks.worker_exit"):
+            self.watchdog.stop()
             processor = self.export.span_processor
             if processor is None:
                 return
             # Leave gunicorn's graceful timeout a second of its own to reap us.
             graceful_s = float(getattr(server.cfg, "graceful_timeout", 30))
             processor.shutdown_within(min(self.config.shutdown_timeout_s, max(graceful_s - 1, 0.5)))
+
+    def _start_watchdog(self, worker: Any) -> Watchdog | NoWatchdog:
+        if type(worker).__module__.startswith(UNWATCHABLE_WORKER_MODULES):
+            log_once(
+                "watchdog.gevent",
+                "gunicorn-django-wide-events: %s workers get no timeout events (the watchdog "
+                "needs a real thread); request events work as usual",
+                type(worker).__name__,
+            )
+            return no_watchdog
+        timeout = float(worker.cfg.timeout or 0)
+        margin = self.config.timeout_margin_s
+        if timeout and margin >= timeout:
+            margin = timeout / 2
+            log_once(
+                "watchdog.margin",
+                "gunicorn-django-wide-events: WIDE_EVENTS_TIMEOUT_MARGIN is not below gunicorn's "
+                "timeout of %ss; using %ss",
+                timeout,
+                margin,
+            )
+        if not timeout and not self.config.request_timeout_s:
+            return no_watchdog  # --timeout 0 and no request timeout: nothing to watch
+        watchdog = Watchdog(
+            self.export.span_processor,
+            slot=self.slot,
+            sql_max_length=self.config.sql_max_length,
+            deadlines=deadlines_for(worker, timeout, margin, self.config.request_timeout_s),
+        )
+        watchdog.start()
+        return watchdog

@@ -27,6 +27,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
+from .attributes import EventType
 
 _finish_lock: Final = threading.Lock()
 
@@ -101,18 +102,25 @@ class RequestEvent:
             statements[sql] = statements.get(sql, 0) + 1
 
     def finish(self, event_type: str, sql_max_length: int, end_time_ns: int | None = None) -> bool:
-        """End the span as an event of ``event_type``; False if another caller already did."""
+        """End the span as an event of ``event_type``; False if another caller already did.
+
+        A ``timeout`` or ``crash`` is finished by another thread while the request thread may
+        still add attributes, so it works on a copy (``dict()`` of a dict is atomic under the GIL).
+        """
         with _finish_lock:
             if self.finished:
                 return False
             self.finished = True
-        attributes = self.attributes
+        attributes = self.attributes if event_type == EventType.REQUEST else dict(self.attributes)
         attributes[attr.WIDE_EVENT_TYPE] = event_type
         if self.status_code:
             attributes[HTTP_RESPONSE_STATUS_CODE] = self.status_code
         if self.db_query_count:
             self._add_db_attributes(attributes, sql_max_length)
         error = self._add_error_attributes(attributes)
+        if event_type != EventType.REQUEST:
+            attributes.setdefault(ERROR_TYPE, event_type)
+            error = error or event_type
         span = self.span
         span.set_attributes(attributes)
         if error is not None:

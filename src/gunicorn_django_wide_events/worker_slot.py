@@ -50,6 +50,10 @@ class WorkerSlot:
                 path=path,
             )
 
+    def event_out(self) -> None:
+        with _write_guard:
+            self.board.mark_event_out(self.slot)
+
     def request_finished(self) -> None:
         with _write_guard:
             self.board.write_request(
@@ -102,6 +106,9 @@ class NoSlot:
         return None
 
     def request_finished(self) -> None:
+        return None
+
+    def event_out(self) -> None:
         return None
 
     def add_attributes(self, attributes: dict[str, AttributeValue]) -> None:

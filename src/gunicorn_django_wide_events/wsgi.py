@@ -8,6 +8,7 @@ the plain OpenTelemetry API land on it and other instrumentations' spans become 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
@@ -24,6 +25,7 @@ from .attributes import EventType
 from .guard import never_raise
 from .http_request import Environ, HttpAttributes, is_ascii_number
 from .request import RequestEvent, current_event, exception_left_to_gunicorn
+from .watchdog import NoWatchdog, Watchdog, no_watchdog
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 
 StartResponse = Callable[..., Any]
@@ -60,18 +62,29 @@ class RequestScope:
         "_event_token",
         "_start_response",
         "body_bytes",
+        "client",
         "cpu_start_ns",
+        "due",
         "event",
         "headers_sent",
         "middleware",
+        "started",
+        "thread_id",
     )
 
-    def __init__(self, middleware: WideEventsMiddleware, event: RequestEvent) -> None:
+    def __init__(
+        self, middleware: WideEventsMiddleware, event: RequestEvent, client: Any = None
+    ) -> None:
         self.middleware = middleware
         self.event = event
+        self.client = client
         self.body_bytes = 0
         self.headers_sent = False
         self.cpu_start_ns = time.thread_time_ns()
+        self.thread_id = threading.get_ident()
+        self.started = time.monotonic()
+        self.due = middleware.watchdog.due(self.started)
+        middleware.watchdog.watch(self)
         self._start_response: StartResponse | None = None
         ctx = trace.set_span_in_context(event.span)
         self._context_token: Token[Any] | None = context.attach(ctx)
@@ -88,6 +101,7 @@ class RequestScope:
 
     def end(self, exc: BaseException | None = None, incomplete: bool = False) -> None:
         """Finish the event (if nobody did) and restore the context that was current before."""
+        self.middleware.watchdog.release(self)
         with _finish_guard:
             event = self.event
             if event.finished:
@@ -199,16 +213,19 @@ class FileBodyCloser:
 class WideEventsMiddleware:
     """WSGI middleware that turns every request into exactly one wide event."""
 
-    __slots__ = ("app", "http", "slot", "sql_max_length", "tracer")
+    __slots__ = ("app", "http", "slot", "sql_max_length", "tracer", "watchdog")
 
     def __init__(
         self,
         app: WSGIApp,
         tracer: Tracer,
+        *,
         http: HttpAttributes,
         sql_max_length: int,
         slot: WorkerSlot | NoSlot = no_slot,
+        watchdog: Watchdog | NoWatchdog = no_watchdog,
     ) -> None:
+        self.watchdog = watchdog
         self.app = app
         self.tracer = tracer
         self.http = http
@@ -242,5 +259,7 @@ class WideEventsMiddleware:
                 method, context=parent, kind=SpanKind.SERVER, attributes=attributes
             )
             self.slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
-            return RequestScope(self, RequestEvent(span, method, {}))
+            return RequestScope(
+                self, RequestEvent(span, method, {}), environ.get("gunicorn.socket")
+            )
         return None

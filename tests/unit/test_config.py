@@ -27,6 +27,7 @@ BAD_VALUE_AND_ACCEPTED: dict[object, tuple[str, str]] = {
     config.parse_key_list: ("a.b", "comma-separated words"),
     config.parse_pattern_list: ("(unclosed", "regular expressions"),
     config.parse_console_format: ("yaml", "logfmt or json"),
+    config.parse_non_negative_seconds: ("-1", "0 or more"),
     config.parse_board_slots: ("-1", "from 0 (sized from the workers) to 4096"),
 }
 
@@ -74,6 +75,8 @@ def test_default_values() -> None:
         config.WIDE_EVENTS_REDACT_QUERY_KEYS: (),
         config.WIDE_EVENTS_SQL_MAX_LENGTH: 2048,
         config.WIDE_EVENTS_SHUTDOWN_TIMEOUT: 5.0,
+        config.WIDE_EVENTS_TIMEOUT_MARGIN: 1.0,
+        config.WIDE_EVENTS_REQUEST_TIMEOUT: 0.0,
         config.WIDE_EVENTS_MONITOR_INTERVAL: 1.0,
         config.WIDE_EVENTS_BOARD_SLOTS: 0,
         config.WIDE_EVENTS_CONSOLE_FORMAT: "logfmt",

@@ -1,0 +1,259 @@
+"""Benchmark of the board: what it costs a worker per request, and the master's monitor per second.
+
+Run: ``/work/venv/bin/python bench/board.py`` (about 25 s; ``--help`` for options).
+
+(a) Per request, a worker calls ``WorkerSlot.request_started``, ``add_attributes`` and
+    ``request_finished``: timed with ``timeit`` over many iterations, median of several repeats,
+    each part and the whole. The monitor and server samples are on the board, so
+    ``add_attributes`` reads them as in production.
+(b) The master's monitor: real child processes stand in for the workers, and ``Monitor.sample()``
+    runs for them once per interval in a thread of this process, as the monitor thread does.
+    The CPU time that thread spends sampling, over the wall time of the run, is its share of one
+    core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from gunicorn_django_wide_events.board import Board, ServerSample, WorkerSample
+from gunicorn_django_wide_events.monitor import Monitor
+from gunicorn_django_wide_events.worker_slot import WorkerSlot
+
+REQUEST_GOAL_US = 10.0  # board write + read per request
+MONITOR_GOAL_PERCENT = 1.0  # of one core
+SLEEPER = "import time; time.sleep(600)"
+
+
+def emit(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("model name", "Hardware", "Processor")):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> list[str]:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return [
+        f"cpu        {cpu_model()}",
+        f"nproc      {affinity if affinity is not None else os.cpu_count()} "
+        f"(os.cpu_count() {os.cpu_count()})",
+        f"python     {platform.python_implementation()} {platform.python_version()} "
+        f"({sys.executable})",
+        f"platform   {platform.platform()}",
+        f"load       {' '.join(f'{load:.2f}' for load in os.getloadavg())} (1/5/15 min)",
+    ]
+
+
+# -- (a) per request ----------------------------------------------------------------------------
+
+
+def per_call_us(func: Callable[[], object], number: int, repeat: int) -> float:
+    """Median over ``repeat`` runs of the time per call of ``func``, in microseconds."""
+    runs = timeit.Timer(func).repeat(repeat=repeat, number=number)
+    return statistics.median(runs) / number * 1e6
+
+
+def bench_request(number: int, repeat: int, workers: int) -> list[tuple[str, float]]:
+    provider = TracerProvider()
+    span = provider.get_tracer("bench").start_span("GET", kind=SpanKind.SERVER)
+    board = Board(max(32, 4 * workers))
+    slots = [board.assign_slot() for _ in range(workers)]
+    slot = slots[0]
+    assert slot is not None
+    worker = WorkerSlot(board, slot)
+    now = time.time()
+    board.write_monitor(slot, WorkerSample(now, 1.5, 80_000_000, 3, 12, 1000, 10))
+    board.write_server(ServerSample(now, 0.5, 0.4, 0.3, 0, 0.5, 60_000_000, 12.0, 1_280_000_000))
+    attributes: dict[str, AttributeValue] = {}
+    path = "/api/orders/12345/items/"
+
+    def whole() -> None:
+        worker.request_started(span, "GET", path)
+        worker.add_attributes(attributes)
+        worker.request_finished()
+
+    def started() -> None:
+        worker.request_started(span, "GET", path)
+
+    def added() -> None:
+        worker.add_attributes(attributes)
+
+    def finished() -> None:
+        worker.request_finished()
+
+    whole()  # warm up
+    results = [
+        ("request_started", per_call_us(started, number, repeat)),
+        ("add_attributes", per_call_us(added, number, repeat)),
+        ("request_finished", per_call_us(finished, number, repeat)),
+        ("all three (one request)", per_call_us(whole, number, repeat)),
+    ]
+    span.end()
+    provider.shutdown()
+    return results
+
+
+# -- (b) the monitor ----------------------------------------------------------------------------
+
+
+@dataclass
+class MonitorRun:
+    samples_cpu_s: list[float] = field(default_factory=list)
+    samples_wall_s: list[float] = field(default_factory=list)
+    thread_cpu_s: float = 0.0  # the sampling thread, sleeping included (it costs nothing)
+    wall_s: float = 0.0
+    process_cpu_s: float = 0.0  # the whole benchmark process over the run
+    workers_sampled: int = 0
+
+
+def sample_loop(monitor: Monitor, interval_s: float, duration_s: float, run: MonitorRun) -> None:
+    """What the monitor thread does: sample, wait out the interval, for ``duration_s``."""
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    next_at = start_wall
+    while True:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        monitor.sample()
+        run.samples_cpu_s.append(time.thread_time() - cpu)
+        run.samples_wall_s.append(time.perf_counter() - wall)
+        next_at += interval_s
+        time.sleep(max(next_at - time.perf_counter(), 0))
+        if next_at - start_wall >= duration_s - 1e-9:
+            break
+    run.thread_cpu_s = time.thread_time() - start_cpu
+    run.wall_s = time.perf_counter() - start_wall
+
+
+def process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_monitor(workers: int, interval_s: float, duration_s: float) -> MonitorRun:
+    children: list[subprocess.Popen[bytes]] = []
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        for _ in range(workers):
+            children.append(subprocess.Popen([sys.executable, "-c", SLEEPER]))
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        board = Board(max(32, 4 * workers))
+        pids: dict[int, int] = {}
+        for child in children:
+            slot = board.assign_slot()
+            assert slot is not None
+            pids[slot] = child.pid
+        monitor = Monitor(board, interval_s, workers=lambda: pids, listeners=lambda: [listener])
+        run = MonitorRun()
+        cpu_before = process_cpu_s()
+        thread = threading.Thread(
+            target=sample_loop, args=(monitor, interval_s, duration_s, run), name="bench-monitor"
+        )
+        thread.start()
+        thread.join()
+        run.process_cpu_s = process_cpu_s() - cpu_before
+        run.workers_sampled = sum(board.read_monitor(slot) is not None for slot in pids)
+        return run
+    finally:
+        listener.close()
+        for child in children:
+            child.kill()
+        for child in children:
+            child.wait()
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def verdict(value: float, goal: float) -> str:
+    return "ok" if value < goal else "MISSED"
+
+
+def report(request: list[tuple[str, float]], run: MonitorRun, args: Any) -> None:
+    emit("gunicorn-django-wide-events board benchmark")
+    emit("=" * 78)
+    for line in machine():
+        emit(line)
+    emit()
+    emit(
+        f"(a) per request, worker side: WorkerSlot calls, timeit median of {args.repeat} "
+        f"repeats x {args.number} calls"
+    )
+    emit(f"    {'part':<28}{'us/request':>12}   goal")
+    for name, micros in request:
+        goal = ""
+        if name.startswith("all three"):
+            goal = f"< {REQUEST_GOAL_US:g} us   {verdict(micros, REQUEST_GOAL_US)}"
+        emit(f"    {name:<28}{micros:>12.2f}   {goal}")
+    emit()
+    cpu_percent = run.thread_cpu_s / run.wall_s * 100
+    process_percent = run.process_cpu_s / run.wall_s * 100
+    samples = len(run.samples_cpu_s)
+    emit(
+        f"(b) monitor, master side: Monitor.sample() for {args.workers} live child processes "
+        f"every {args.interval:g} s, {run.wall_s:.1f} s wall, {samples} samples"
+    )
+    emit(f"    workers with a sample on the board   {run.workers_sampled}/{args.workers}")
+    emit(f"    {'measure':<37}{'value':>10}   goal")
+    emit(
+        f"    {'monitor thread CPU, % of one core':<37}{cpu_percent:>10.3f}   "
+        f"< {MONITOR_GOAL_PERCENT:g} %   {verdict(cpu_percent, MONITOR_GOAL_PERCENT)}"
+    )
+    emit(f"    {'  (whole process CPU over the run)':<37}{process_percent:>10.3f}")
+    emit(
+        f"    {'CPU per sample, median (ms)':<37}"
+        f"{statistics.median(run.samples_cpu_s) * 1e3:>10.3f}"
+    )
+    emit(f"    {'CPU per sample, first (ms)':<37}{run.samples_cpu_s[0] * 1e3:>10.3f}")
+    emit(f"    {'CPU per sample, max (ms)':<37}{max(run.samples_cpu_s) * 1e3:>10.3f}")
+    emit(
+        f"    {'wall per sample, median (ms)':<37}"
+        f"{statistics.median(run.samples_wall_s) * 1e3:>10.3f}"
+    )
+    emit(
+        f"    {'CPU per worker per sample (ms)':<37}"
+        f"{statistics.median(run.samples_cpu_s) * 1e3 / args.workers:>10.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--number", type=int, default=20_000, help="calls per timeit repeat")
+    parser.add_argument("--repeat", type=int, default=7, help="timeit repeats (median taken)")
+    parser.add_argument("--workers", type=int, default=16, help="child processes to sample")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--seconds", type=float, default=20.0, help="monitor run length")
+    args = parser.parse_args()
+    request = bench_request(args.number, args.repeat, args.workers)
+    run = bench_monitor(args.workers, args.interval, args.seconds)
+    report(request, run, args)
+
+
+if __name__ == "__main__":
+    main()
