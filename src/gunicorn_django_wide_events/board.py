@@ -35,10 +35,11 @@ _SEQ: Final = struct.Struct("=I")  # the counter in front of each seqlock region
 _SERVER: Final = struct.Struct("=ddddqdqdq")
 # sampled_at, cpu_percent, rss, threads, fds, voluntary and involuntary context switches
 _MONITOR: Final = struct.Struct("=ddqiiqq")
-# pid, spawned_at, requests, started_at, trace_id, span_id, event_out, method, path, sql
-_REQUEST: Final = struct.Struct(f"=idQd16s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
+# pid, spawned_at, requests, started_at, trace_id, span_id, parent_span_id, event_out, method,
+# path, sql
+_REQUEST: Final = struct.Struct(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
 
-_EVENT_OUT_AT: Final = struct.calcsize("=idQd16s8s")  # offset of event_out in _REQUEST
+_EVENT_OUT_AT: Final = struct.calcsize("=idQd16s8s8s")  # offset of event_out in _REQUEST
 _SERVER_AT: Final = _HEADER.size
 _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
 
@@ -75,6 +76,7 @@ class WorkerRequest:
     started_at: float  # 0.0 when idle
     trace_id: bytes
     span_id: bytes
+    parent_span_id: bytes  # all zero for a root span
     event_out: bool
     method: str
     path: str
@@ -200,6 +202,7 @@ class Board:
         started_at: float = 0.0,
         trace_id: bytes = b"",
         span_id: bytes = b"",
+        parent_span_id: bytes = b"",
         event_out: bool = False,
         method: str = "",
         path: str = "",
@@ -216,6 +219,7 @@ class Board:
             started_at,
             trace_id,
             span_id,
+            parent_span_id,
             event_out,
             _clip(method, METHOD_BYTES),
             _clip(path, PATH_BYTES),
@@ -233,10 +237,10 @@ class Board:
 
     def read_request(self, slot: int) -> WorkerRequest:
         values = self._read(_REQUEST, self._slot_offset(slot) + self._monitor_size)
-        pid, spawned_at, requests, started_at, trace_id, span_id, event_out = values[:7]
-        method, path, sql = (_text(raw) for raw in values[7:])
+        pid, spawned_at, requests, started_at, trace_id, span_id, parent_id, event_out = values[:8]
+        method, path, sql = (_text(raw) for raw in values[8:])
         return WorkerRequest(
-            pid, spawned_at, requests, started_at, trace_id, span_id, bool(event_out),
+            pid, spawned_at, requests, started_at, trace_id, span_id, parent_id, bool(event_out),
             method, path, sql,
         )  # fmt: skip
 

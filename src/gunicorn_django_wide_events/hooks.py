@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
+import time
 import uuid
 from typing import Any, Final
 
@@ -16,12 +18,14 @@ import django
 import gunicorn
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
 
 from . import attributes as attr
 from .__about__ import __version__
 from .board import Board
 from .config import Config
 from .export import ForkSafeExport
+from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
 from .guard import forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
 from .monitor import Monitor, register_fork_handlers
@@ -42,11 +46,20 @@ def slot_of(worker: Any) -> int | None:
     return slot if isinstance(slot, int) else None
 
 
-def worker_resource(server: Any, worker: Any, slot: int | None) -> Resource:
+def service_instance_id(master_pid: int, worker_pid: int, spawned_at: float) -> str:
+    """The same id in the worker and, for its fallback events, in the master."""
+    name = f"{socket.gethostname()}:{master_pid}:{worker_pid}:{spawned_at!r}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def worker_resource(
+    server: Any, worker: Any, slot: int | None, pid: int, spawned_at: float
+) -> Resource:
+    """Resource attributes of one worker process, as the worker or the master sees it."""
     attributes: dict[str, Any] = {
-        "process.pid": os.getpid(),
-        "process.parent_pid": os.getppid(),
-        "service.instance.id": str(uuid.uuid4()),
+        "process.pid": pid,
+        "process.parent_pid": server.pid,
+        "service.instance.id": service_instance_id(server.pid, pid, spawned_at),
         attr.GUNICORN_WORKER_CLASS: f"{type(worker).__module__}.{type(worker).__qualname__}",
         attr.GUNICORN_WORKERS_CONFIGURED: int(server.cfg.workers),
         attr.GUNICORN_TIMEOUT: int(server.cfg.timeout),
@@ -75,6 +88,7 @@ class GunicornHooks:
         self.monitor: Monitor | None = None
         self.slot: WorkerSlot | NoSlot = no_slot
         self.watchdog: Watchdog | NoWatchdog = no_watchdog
+        self.exit_statuses = ExitStatuses(os)
 
     # -- master ----------------------------------------------------------------------------
 
@@ -116,9 +130,31 @@ class GunicornHooks:
 
     def child_exit(self, server: Any, worker: Any) -> None:
         with never_raise("hooks.child_exit"):
+            status = self.exit_statuses.pop(worker.pid)
             slot = slot_of(worker)
-            if slot is not None and self.board is not None:
-                self.board.free_slot(slot)
+            if slot is None or self.board is None:
+                return
+            with never_raise("fallback.send"):
+                self._send_fallback_event(server, worker, slot, status)
+            self.board.free_slot(slot)
+
+    def _send_fallback_event(self, server: Any, worker: Any, slot: int, status: int | None) -> None:
+        """The worker died mid-request with no event out: the master sends it (fallback.py)."""
+        assert self.board is not None
+        request = self.board.read_request(slot)
+        if not request.started_at or request.event_out or request.pid != worker.pid:
+            return
+        processor = self.export.span_processor
+        provider = trace.get_tracer_provider()
+        if processor is None or not isinstance(provider, TracerProvider):
+            return
+        self.board.mark_event_out(slot)
+        event_type, error_type = exit_reason(status, bool(getattr(worker, "aborted", False)))
+        attributes = fallback_attributes(request, slot, event_type, error_type, time.time())
+        resource = provider.resource.merge(
+            worker_resource(server, worker, slot, worker.pid, request.spawned_at)
+        )
+        send_from_child(request, attributes, resource, processor.exporter_types)
 
     def on_exit(self, server: Any) -> None:
         with never_raise("hooks.on_exit"):
@@ -137,7 +173,8 @@ class GunicornHooks:
             provider = trace.get_tracer_provider()
             update_resource = getattr(provider, "_update_resource", None)
             if update_resource is not None:
-                update_resource(worker_resource(server, worker, slot))
+                spawned_at = self.slot.spawned_at if isinstance(self.slot, WorkerSlot) else 0.0
+                update_resource(worker_resource(server, worker, slot, os.getpid(), spawned_at))
             self.export.start_in_worker(
                 urgent_timeout_s=max(0.2, 0.8 * self.config.timeout_margin_s)
             )

@@ -8,9 +8,11 @@ aside, and where the master hands export over to the workers (``ForkSafeExport.t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Final
 
+import gunicorn.arbiter
 from gunicorn.arbiter import Arbiter
 
 from .contrib_django import retire_contrib_django_spans
@@ -63,6 +65,8 @@ def attach_to_arbiter(hooks: GunicornHooks) -> None:
             hooks.arbiter_setup(arbiter)
 
     Arbiter.setup = setup
+    # child_exit is not told how a worker ended; this records it (see fallback.ExitStatuses).
+    gunicorn.arbiter.os = hooks.exit_statuses
 
 
 def detach_from_arbiter() -> None:
@@ -70,3 +74,4 @@ def detach_from_arbiter() -> None:
     if _original_setup is not None:
         Arbiter.setup = _original_setup
         _original_setup = None
+        gunicorn.arbiter.os = os

@@ -38,6 +38,7 @@ class WorkerSlot:
         with _write_guard:
             self.requests += 1
             context = span.get_span_context()
+            parent = getattr(span, "parent", None)
             self.board.write_request(
                 self.slot,
                 pid=self.pid,
@@ -46,6 +47,7 @@ class WorkerSlot:
                 started_at=time.time(),
                 trace_id=context.trace_id.to_bytes(16, "big"),
                 span_id=context.span_id.to_bytes(8, "big"),
+                parent_span_id=parent.span_id.to_bytes(8, "big") if parent else b"",
                 method=method,
                 path=path,
             )

@@ -16,4 +16,8 @@ urlpatterns = [
     path("attrs/", views.attrs, name="attrs"),
     path("status/<int:code>/", views.status, name="status"),
     path("echo/", views.echo, name="echo"),
+    path("slow-sql/", views.slow_sql, name="slow-sql"),
+    path("hold-gil/", views.hold_gil, name="hold-gil"),
+    path("regex-storm/", views.regex_storm, name="regex-storm"),
+    path("crash/", views.crash, name="crash"),
 ]

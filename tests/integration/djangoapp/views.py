@@ -104,3 +104,47 @@ def status(request: HttpRequest, code: int) -> HttpResponse:
 def echo(request: HttpRequest) -> HttpResponse:
     """Reads the request body, so body sizes can be checked."""
     return HttpResponse(str(len(request.body)), content_type="text/plain")
+
+
+SLOW_C_QUERY = (
+    "WITH RECURSIVE counter(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM counter WHERE n < %s) "
+    "SELECT count(*) FROM counter WHERE n %% 7 = %s"
+)
+
+
+def slow_sql(request: HttpRequest) -> HttpResponse:
+    """A query that runs for minutes inside sqlite's C code, with the GIL released."""
+    with connection.cursor() as cursor:
+        cursor.execute(SLOW_C_QUERY, [10**10, 3])
+    return HttpResponse("done", content_type="text/plain")
+
+
+def hold_gil(request: HttpRequest) -> HttpResponse:
+    """C code that holds the GIL, with signals blocked, far longer than any timeout: neither
+    the watchdog nor a signal handler can run before gunicorn's SIGKILL ends the worker."""
+    import ctypes
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGABRT, signal.SIGTERM, signal.SIGINT})
+    libc = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL for its whole duration
+    libc.sleep(60)
+    return HttpResponse("held", content_type="text/plain")
+
+
+def regex_storm(request: HttpRequest) -> HttpResponse:
+    """Catastrophic backtracking in re's C code: the GIL is held (the watchdog cannot run),
+    but re checks for signals, so gunicorn's SIGABRT gets through to worker_abort."""
+    import re
+
+    re.match(r"(a+)+$", "a" * 30 + "b")
+    return HttpResponse("matched", content_type="text/plain")
+
+
+def crash(request: HttpRequest) -> HttpResponse:
+    """The worker dies mid-request without a word (as after a segfault or the OOM killer)."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), getattr(signal, request.GET.get("signal", "SIGKILL")))
+    time.sleep(10)
+    return HttpResponse("unreachable", content_type="text/plain")
