@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +27,6 @@ from .board import Board, ServerSample, WorkerSample
 from .forking import wait_for_native_threads
 from .guard import log_once
 
-_TCP_LISTEN: Final = "0A"
 _active_monitors: set[Monitor] = set()
 _fork_handlers_registered = False
 
@@ -60,40 +60,35 @@ def register_fork_handlers() -> None:
         )
 
 
-def listen_backlog(inodes: Iterable[int]) -> int:
-    """Connections waiting in the accept queues of the listening sockets; -1 if unknown.
+# struct tcp_info: for a listening socket Linux reports the accept queue's length in
+# tcpi_unacked and its limit in tcpi_sacked, 24 bytes in (include/uapi/linux/tcp.h).
+_TCP_INFO_SIZE: Final = 104
+_TCP_INFO_QUEUE: Final = struct.Struct("=I")
+_TCP_INFO_QUEUE_AT: Final = 24
 
-    For a socket in LISTEN state Linux reports the accept-queue length as ``rx_queue`` in
-    ``/proc/net/tcp``; other platforms (and unix sockets) have no cheap equivalent.
+
+def listen_backlog(listeners: Iterable[Any]) -> int:
+    """Connections waiting in the accept queues of the TCP listeners; -1 if nobody can tell.
+
+    Asked of the sockets the master already holds (``TCP_INFO``, Linux): about a microsecond,
+    where reading ``/proc/net/tcp`` costs milliseconds.
     """
-    wanted = {str(inode) for inode in inodes}
-    if not wanted:
-        return -1
-    total, found = 0, False
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as lines:
-                next(lines, None)
-                for line in lines:
-                    fields = line.split()
-                    if len(fields) > 9 and fields[3] == _TCP_LISTEN and fields[9] in wanted:
-                        total += int(fields[4].partition(":")[2], 16)
-                        found = True
-        except OSError:
-            continue
-    return total if found else -1
-
-
-def socket_inodes(listeners: Iterable[Any]) -> list[int]:
-    inodes = []
+    total, known = 0, False
     for listener in listeners:
         sock = getattr(listener, "sock", listener)
-        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                inodes.append(os.fstat(sock.fileno()).st_ino)
-            except OSError:
-                continue
-    return inodes
+        if not isinstance(sock, socket.socket) or sock.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            continue
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except (AttributeError, OSError):
+            continue
+        if len(info) >= _TCP_INFO_QUEUE_AT + _TCP_INFO_QUEUE.size:
+            total += _TCP_INFO_QUEUE.unpack_from(info, _TCP_INFO_QUEUE_AT)[0]
+            known = True
+    return total if known else -1
 
 
 class Monitor:
@@ -204,7 +199,7 @@ class Monitor:
             load1=load1,
             load5=load5,
             load15=load15,
-            backlog=listen_backlog(socket_inodes(self._listeners())),
+            backlog=listen_backlog(self._listeners()),
             master_cpu_percent=master_cpu,
             master_rss=master_rss,
             workers_cpu_percent=cpu_total,

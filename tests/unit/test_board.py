@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from gunicorn_django_wide_events import attributes as attr
@@ -33,20 +34,23 @@ from gunicorn_django_wide_events.board import (
     WorkerSample,
 )
 from gunicorn_django_wide_events.guard import forget_reports
-from gunicorn_django_wide_events.monitor import Monitor, listen_backlog, socket_inodes
+from gunicorn_django_wide_events.monitor import Monitor, listen_backlog
 from gunicorn_django_wide_events.worker_slot import WorkerSlot
 
 # The layout as board.py documents it, spelled out independently so that a change to the
-# binary layout shows up here. All native byte order, no padding ("=").
+# binary layout shows up here. All native byte order, no padding ("="). Each seqlock region is
+# its 4-byte counter ("I") followed by its payload.
 HEADER_BYTES = struct.calcsize("=II")  # magic, capacity
-SERVER_BYTES = struct.calcsize("=Iddddqdqdq")  # seq + server sample
-MONITOR_BYTES = struct.calcsize("=Iddqiiqq")  # seq + worker sample
-REQUEST_BYTES = struct.calcsize(f"=IidQd16s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
+SERVER_BYTES = struct.calcsize("=I" + "ddddqdqdq")  # counter + server sample
+MONITOR_BYTES = struct.calcsize("=I" + "ddqiiqq")  # counter + worker sample
+# counter + pid, spawned_at, requests, started_at, trace_id, span_id, parent_span_id, event_out,
+# method, path, sql
+REQUEST_BYTES = struct.calcsize("=I" + f"idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
 SLOT_BYTES = MONITOR_BYTES + REQUEST_BYTES
 SERVER_AT = HEADER_BYTES
 FLAGS_AT = SERVER_AT + SERVER_BYTES  # in_use[capacity], then busy[capacity]
 
-ZERO_REQUEST = WorkerRequest(0, 0.0, 0, 0.0, bytes(16), bytes(8), False, "", "", "")
+ZERO_REQUEST = WorkerRequest(0, 0.0, 0, 0.0, bytes(16), bytes(8), bytes(8), False, "", "", "")
 
 BASE_WORKER_ATTRIBUTES = {
     attr.GUNICORN_WORKER_ID,
@@ -112,6 +116,7 @@ def request_payload(n: int) -> dict[str, Any]:
         "started_at": 1_700_000_000.0 + n,
         "trace_id": bytes([n % 255 + 1]) * 16,
         "span_id": bytes([(n + 7) % 255 + 1]) * 8,
+        "parent_span_id": bytes([(n + 13) % 255 + 1]) * 8,
         "event_out": True,
         "method": letter.upper() * METHOD_BYTES,
         "path": "/" + letter * (PATH_BYTES - 1),
@@ -128,6 +133,7 @@ def as_request(payload: dict[str, Any]) -> WorkerRequest:
         payload["started_at"],
         payload["trace_id"],
         payload["span_id"],
+        payload["parent_span_id"],
         payload["event_out"],
         payload["method"],
         payload["path"],
@@ -270,9 +276,8 @@ def test_slot_outside_the_board_raises_index_error(slot: int) -> None:
         board.write_monitor(slot, worker_sample(1))
 
 
-# Fails against the current src (bug): free_slot does not check the slot, so free_slot(capacity)
-# zeroes busy[0] and the low byte of slot 0's monitor seqlock counter, and free_slot(-1) clears
-# in_use[capacity-1] and the last byte of the server sample (high byte of workers_rss), silently.
+# Regression: an unchecked free_slot(capacity) zeroed busy[0] and the low byte of slot 0's
+# monitor counter; free_slot(-1) cleared in_use[capacity-1] and the last server-sample byte.
 @pytest.mark.parametrize("slot", [-1, 3])
 def test_free_slot_outside_the_board_raises_and_changes_nothing(slot: int) -> None:
     """free_slot of a slot outside the board raises IndexError and leaves every byte alone."""
@@ -384,6 +389,7 @@ def test_request_round_trip() -> None:
         started_at=1300.25,
         trace_id=bytes(range(16)),
         span_id=bytes(range(100, 108)),
+        parent_span_id=bytes(range(200, 208)),
         event_out=True,
         method="PATCH",
         path="/api/items/42/",
@@ -396,6 +402,7 @@ def test_request_round_trip() -> None:
         started_at=1300.25,
         trace_id=bytes(range(16)),
         span_id=bytes(range(100, 108)),
+        parent_span_id=bytes(range(200, 208)),
         event_out=True,
         method="PATCH",
         path="/api/items/42/",
@@ -572,6 +579,7 @@ RACE_PAYLOADS = (
         "started_at": 100.25,
         "trace_id": b"\x11" * 16,
         "span_id": b"\x12" * 8,
+        "parent_span_id": b"\x13" * 8,
         "event_out": True,
         "method": "GET",
         "path": "/" + "a" * (PATH_BYTES - 1),
@@ -584,6 +592,7 @@ RACE_PAYLOADS = (
         "started_at": 200.5,
         "trace_id": b"\x21" * 16,
         "span_id": b"\x22" * 8,
+        "parent_span_id": b"\x23" * 8,
         "event_out": False,
         "method": "DELETE",
         "path": "/" + "b" * (PATH_BYTES - 1),
@@ -619,17 +628,25 @@ def run_writer_child(board: Board, slot: int, ready_w: int, done_w: int) -> None
         os._exit(status)
 
 
-# Fails against the current src (bug): pack_into zero-fills its whole struct before packing the
-# fields, the seqlock counter included, so mid-write the counter reads 0 (even) and a reader
-# accepts zeros and half-overwritten fields as a consistent read.
+# Regression: struct.pack_into zero-fills what it packs before writing the fields; with the
+# counter inside the packed struct it read 0 (even) mid-write, and readers accepted mixes.
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_reader_racing_a_writer_in_another_process_never_sees_a_mix() -> None:
     """Reads racing a forked writer return one of its two payloads whole, or TornRead."""
     if not only_thread_in_process():
-        pytest.skip(
-            "the test process has other threads; forking it would copy them (and Python 3.12+ "
-            "warns, an error under filterwarnings=error): run this module on its own"
+        # Forking a process with threads copies them (and Python 3.12+ warns): run this test
+        # alone in a fresh, single-threaded pytest process instead.
+        test_id = f"{__file__}::test_reader_racing_a_writer_in_another_process_never_sees_a_mix"
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", test_id, "-q", "-p", "no:cacheprovider"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 passed" in result.stdout
+        return
     board = Board(4)
     slot = 2
     expected = [as_request(payload) for payload in RACE_PAYLOADS]
@@ -713,6 +730,48 @@ def test_request_started_writes_ids_and_marks_busy(span: Span) -> None:
     assert before <= request.started_at <= time.time()
     assert request.pid == os.getpid()
     assert board.count_busy() == 1
+
+
+def test_request_started_writes_the_parent_span_id() -> None:
+    """A span with a parent puts the parent's span id on the board; a root span puts zeros."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test_board")
+    board = Board(2)
+    board.assign_slot()
+    worker = WorkerSlot(board, 0)
+    parent = tracer.start_span("proxy")
+    child = tracer.start_span("GET", context=set_span_in_context(parent), kind=SpanKind.SERVER)
+    try:
+        worker.request_started(child, "GET", "/")
+        request = board.read_request(0)
+        assert request.parent_span_id == parent.get_span_context().span_id.to_bytes(8, "big")
+        assert request.trace_id == parent.get_span_context().trace_id.to_bytes(16, "big")
+        worker.request_finished()
+        worker.request_started(parent, "GET", "/")
+        assert board.read_request(0).parent_span_id == bytes(8)
+    finally:
+        child.end()
+        parent.end()
+        provider.shutdown()
+
+
+def test_event_out_marks_only_that_flag(span: Span) -> None:
+    """WorkerSlot.event_out sets event_out on the board; the rest of the request is unchanged."""
+    board = Board(2)
+    board.assign_slot()
+    worker = WorkerSlot(board, 0)
+    worker.request_started(span, "GET", "/slow/")
+    before = board.read_request(0)
+    (seq,) = struct.unpack_from("=I", board.buffer, request_at(2, 0))
+    assert before.event_out is False
+    worker.event_out()
+    after = board.read_request(0)
+    assert after.event_out is True
+    assert replace(after, event_out=False) == before
+    assert struct.unpack_from("=I", board.buffer, request_at(2, 0)) == (seq + 2,)
+    assert board.count_busy() == 1
+    worker.request_finished()
+    assert board.read_request(0).event_out is False
 
 
 def test_add_attributes_without_monitor_data(span: Span) -> None:
@@ -813,33 +872,30 @@ def test_request_finished_clears_busy(span: Span) -> None:
 # -- monitor.listen_backlog --------------------------------------------------------------------
 
 
-def test_listen_backlog_without_inodes_is_unknown() -> None:
-    """listen_backlog of no inodes is -1."""
+def test_listen_backlog_without_listeners_is_unknown() -> None:
+    """listen_backlog of no listeners is -1."""
     assert listen_backlog([]) == -1
 
 
-def test_listen_backlog_of_unknown_inodes_is_unknown(tmp_path: Path) -> None:
-    """listen_backlog of inodes that are no listening TCP socket is -1."""
-    file = tmp_path / "not-a-socket"
-    file.write_text("x")
-    assert listen_backlog([file.stat().st_ino, 2**62 + 12345]) == -1
+def test_listen_backlog_of_non_tcp_sockets_is_unknown() -> None:
+    """A unix socket (or anything not TCP) says nothing: -1."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix_socket:
+        assert listen_backlog([unix_socket, object()]) == -1
 
 
-@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="Linux /proc/net/tcp only")
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="TCP_INFO is Linux only")
 def test_listen_backlog_counts_connections_not_yet_accepted() -> None:
     """A listener with 3 connected, unaccepted clients reports 3 (0 before they connect)."""
     with ExitStack() as stack:
         listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
-        inodes = socket_inodes([listener])
-        assert inodes == [os.fstat(listener.fileno()).st_ino]
-        assert listen_backlog(inodes) == 0
+        assert listen_backlog([listener]) == 0
         for _ in range(3):
             client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             client.settimeout(5)
             client.connect(listener.getsockname())
-        assert wait_until(lambda: listen_backlog(inodes) == 3), listen_backlog(inodes)
+        assert wait_until(lambda: listen_backlog([listener]) == 3), listen_backlog([listener])
 
 
 # -- Monitor.sample ----------------------------------------------------------------------------
@@ -879,7 +935,7 @@ def test_monitor_sample_writes_worker_and_server_samples() -> None:
     assert (server.load1, server.load5, server.load15) == pytest.approx(os.getloadavg(), abs=1)
 
 
-@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="Linux /proc/net/tcp only")
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="TCP_INFO is Linux only")
 def test_monitor_sample_reports_the_backlog_of_its_listeners() -> None:
     """sample() with a listening TCP socket writes its backlog (0 when none is waiting)."""
     board = Board(1)
