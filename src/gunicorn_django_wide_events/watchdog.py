@@ -93,6 +93,9 @@ class Watchdog:
         self.sql_max_length = sql_max_length
         self._in_flight: dict[int, RequestScope] = {}
         self._wakeup = threading.Event()
+        # Held while a deadline fires: gunicorn's abort handler waits for it, so that a
+        # timeout event the watchdog started is finished, not raced by the request's unwinding.
+        self._firing = threading.Lock()
         self._next_wakeup = 0.0
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -115,9 +118,10 @@ class Watchdog:
 
     def fire_all(self) -> None:
         """Send the timeout events of every request in flight now (gunicorn's abort is here)."""
-        for scope in list(self._in_flight.values()):
-            self._in_flight.pop(id(scope), None)
-            self.time_out(scope)
+        with self._firing:
+            for scope in list(self._in_flight.values()):
+                self._in_flight.pop(id(scope), None)
+                self.time_out(scope)
 
     def _run(self) -> None:
         while not self._stopped:
@@ -126,9 +130,10 @@ class Watchdog:
             next_wakeup = now + self.idle_wait_s
             for scope in list(self._in_flight.values()):
                 if scope.due <= now:
-                    self._in_flight.pop(id(scope), None)
-                    with _fire_guard:
-                        if self.time_out(scope):
+                    with self._firing, _fire_guard:
+                        if self._in_flight.pop(id(scope), None) is not None and self.time_out(
+                            scope
+                        ):
                             self.after_timeout(scope)
                 else:
                     next_wakeup = min(next_wakeup, scope.due)

@@ -20,4 +20,5 @@ urlpatterns = [
     path("hold-gil/", views.hold_gil, name="hold-gil"),
     path("regex-storm/", views.regex_storm, name="regex-storm"),
     path("crash/", views.crash, name="crash"),
+    path("stream-stall/", views.stream_stall, name="stream-stall"),
 ]

@@ -148,3 +148,14 @@ def crash(request: HttpRequest) -> HttpResponse:
     os.kill(os.getpid(), getattr(signal, request.GET.get("signal", "SIGKILL")))
     time.sleep(10)
     return HttpResponse("unreachable", content_type="text/plain")
+
+
+def stream_stall(request: HttpRequest) -> StreamingHttpResponse:
+    """Sends one chunk, then stalls far past any timeout: the headers are already out."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first chunk\n"
+        time.sleep(60)
+        yield b"never\n"
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
