@@ -13,9 +13,10 @@ attributes read here are pinned by ``tests/unit/test_export.py`` so an SDK chang
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -149,28 +150,42 @@ class WorkerSpanProcessor(SpanProcessor):
         for processor in processors:
             processor.shutdown()  # type: ignore[no-untyped-call]
 
-    def shutdown_within(self, timeout_s: float) -> bool:
-        """Export what is queued, waiting at most ``timeout_s``; then stop exporting for good.
+    @property
+    def exporters(self) -> tuple[SpanExporter, ...]:
+        return self._exporters + self._urgent_exporters
 
-        ``BatchSpanProcessor`` bounds neither its flush nor its shutdown by a timeout of ours,
-        so they run in a helper thread; past the deadline the exporters are shut down, which
-        aborts an export stuck on a slow or dead collector.
-        """
-        exporters = self._exporters
-        stopper = threading.Thread(target=self.shutdown, name="wide-events-shutdown", daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
-        if not stopper.is_alive():
-            return True
-        log_once(
-            "export.shutdown",
-            "gunicorn-django-wide-events: spans not exported within %.1fs of worker exit "
-            "were dropped (is the collector reachable?)",
-            timeout_s,
-        )
-        for exporter in exporters:
-            exporter.shutdown()
+
+# What the SDK logs when it is handed over: "already shut down", "not registered".
+HANDOVER_LOGGERS: Final = (
+    *EXPORTER_LOGGERS,
+    "opentelemetry.sdk.metrics._internal",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk._shared_internal",
+)
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
         return False
+
+
+@contextlib.contextmanager
+def logging_silenced() -> Iterator[None]:
+    """Mute the SDK's own loggers while the master hands its exporters over.
+
+    Shutting down exporters first (so that no final export can block start-up on a dead
+    collector) makes the SDK log "already shut down" and "not registered" warnings that are
+    consequences of the hand-over, not news for the user.
+    """
+    drop_all = _DropAll()
+    loggers = [logging.getLogger(name) for name in HANDOVER_LOGGERS]
+    for sdk_logger in loggers:
+        sdk_logger.addFilter(drop_all)
+    try:
+        yield
+    finally:
+        for sdk_logger in loggers:
+            sdk_logger.removeFilter(drop_all)
 
 
 class ForkSafeExport:
@@ -180,6 +195,8 @@ class ForkSafeExport:
         self.span_processor: WorkerSpanProcessor | None = None
         self._metric_exporter_types: list[type[MetricExporter]] = []
         self._log_exporter_types: list[type[LogRecordExporter]] = []
+        self._worker_metric_readers: list[PeriodicExportingMetricReader] = []
+        self._worker_log_processors: list[BatchLogRecordProcessor] = []
         self._taken_over = False
 
     def take_over(self, environ: dict[str, str]) -> None:
@@ -187,9 +204,12 @@ class ForkSafeExport:
         if self._taken_over:
             return
         self._taken_over = True
-        self._take_over_traces(environ)
-        self._take_over_metrics()
+        # Logs first, while their queue holds nothing the hand-over itself logged: shutting a
+        # log exporter down early would make the SDK's logging handler log about itself.
         self._take_over_logs()
+        with logging_silenced():
+            self._take_over_traces(environ)
+            self._take_over_metrics()
         wait_for_native_threads(timeout_s=1.0)
 
     def start_in_worker(self, urgent_timeout_s: float | None = None) -> None:
@@ -202,12 +222,53 @@ class ForkSafeExport:
             for metric_exporter_type in self._metric_exporter_types:
                 reader = PeriodicExportingMetricReader(metric_exporter_type())
                 meter_provider.add_metric_reader(reader)
-                meter_provider._metric_readers = [*meter_provider._metric_readers, reader]
+                self._worker_metric_readers.append(reader)
         logger_provider = get_logger_provider()
         if isinstance(logger_provider, LoggerProvider):
             for log_exporter_type in self._log_exporter_types:
                 processor = BatchLogRecordProcessor(log_exporter_type())
                 logger_provider.add_log_record_processor(processor)
+                self._worker_log_processors.append(processor)
+
+    def shutdown_within(self, timeout_s: float) -> bool:
+        """In a stopping worker: export what is queued, waiting at most ``timeout_s``.
+
+        The SDK bounds neither its flushes nor its shutdowns by a timeout of ours (a dead
+        collector holds a log processor for 30 s), so they run in a helper thread; past the
+        deadline the exporters are shut down, which aborts an export stuck on the collector.
+        """
+        stopper = threading.Thread(target=self._shutdown, name="wide-events-shutdown", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if not stopper.is_alive():
+            return True
+        log_once(
+            "export.shutdown",
+            "gunicorn-django-wide-events: telemetry not exported within %.1fs of worker exit "
+            "was dropped (is the collector reachable?)",
+            timeout_s,
+        )
+        with logging_silenced():
+            for exporter in self._exporters():
+                exporter.shutdown()
+        return False
+
+    def _exporters(self) -> list[Any]:
+        exporters: list[Any] = list(self.span_processor.exporters if self.span_processor else ())
+        exporters += [reader._exporter for reader in self._worker_metric_readers]
+        exporters += [p._batch_processor._exporter for p in self._worker_log_processors]
+        return exporters
+
+    def _shutdown(self) -> None:
+        if self.span_processor is not None:
+            self.span_processor.shutdown()
+        for processor in self._worker_log_processors:
+            processor.shutdown()  # type: ignore[no-untyped-call]
+        meter_provider = metrics.get_meter_provider()
+        for reader in self._worker_metric_readers:
+            if isinstance(meter_provider, MeterProvider):
+                # Removing shuts the reader down (a final export); atexit then skips it.
+                meter_provider.remove_metric_reader(reader)
 
     def _take_over_traces(self, environ: dict[str, str]) -> None:
         provider = trace.get_tracer_provider()
@@ -221,17 +282,17 @@ class ForkSafeExport:
         raise_span_attribute_limit(provider, environ)
         multi = provider._active_span_processor
         kept: list[SpanProcessor] = []
-        handed_over: list[SpanProcessor] = []
-        exporter_types: list[type[SpanExporter]] = []
+        handed_over: list[BatchSpanProcessor | SimpleSpanProcessor] = []
         for processor in multi._span_processors:
             if isinstance(processor, (BatchSpanProcessor, SimpleSpanProcessor)):
-                exporter_types.append(type(processor.span_exporter))
                 handed_over.append(processor)
             else:
                 kept.append(processor)
+        exporter_types = [type(processor.span_exporter) for processor in handed_over]
         self.span_processor = WorkerSpanProcessor(exporter_types)
         multi._span_processors = (*kept, self.span_processor)
         for processor in handed_over:
+            processor.span_exporter.shutdown()  # first: no final export may wait on a collector
             processor.shutdown()
 
     def _take_over_metrics(self) -> None:
@@ -242,10 +303,11 @@ class ForkSafeExport:
         for reader in provider._metric_readers:
             if isinstance(reader, PeriodicExportingMetricReader):
                 self._metric_exporter_types.append(type(reader._exporter))
+                reader._exporter.shutdown()  # first: no final export may wait on a collector
                 provider.remove_metric_reader(reader)  # also shuts it down
             else:
                 kept.append(reader)
-        # MeterProvider.shutdown() walks this list: keep it equal to the registered readers.
+        # MeterProvider.shutdown() walks this list; readers added later register on their own.
         provider._metric_readers = kept
 
     def _take_over_logs(self) -> None:
@@ -256,11 +318,12 @@ class ForkSafeExport:
         kept = []
         for processor in multi._log_record_processors:
             if isinstance(processor, BatchLogRecordProcessor):
-                self._log_exporter_types.append(type(processor._batch_processor._exporter))  # type: ignore[arg-type]
-                processor.shutdown()  # type: ignore[no-untyped-call]
+                exporter = processor._batch_processor._exporter
             elif isinstance(processor, SimpleLogRecordProcessor):
-                self._log_exporter_types.append(type(processor._exporter))
-                processor.shutdown()  # type: ignore[no-untyped-call]
+                exporter = processor._exporter
             else:
                 kept.append(processor)
+                continue
+            self._log_exporter_types.append(type(exporter))  # type: ignore[arg-type]
+            processor.shutdown()
         multi._log_record_processors = tuple(kept)

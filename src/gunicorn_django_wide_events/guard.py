@@ -11,7 +11,8 @@ import threading
 from types import TracebackType
 from typing import Final
 
-logger: Final = logging.getLogger("gunicorn_django_wide_events")
+LOGGER_NAME: Final = "gunicorn_django_wide_events"
+logger: Final = logging.getLogger(LOGGER_NAME)
 
 _reported: set[str] = set()
 _reported_lock: Final = threading.Lock()

@@ -7,6 +7,7 @@ build the worker's export, slot and request path.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
@@ -24,9 +25,9 @@ from . import attributes as attr
 from .__about__ import __version__
 from .board import Board
 from .config import Config
-from .export import ForkSafeExport
+from .export import EXPORTER_LOGGERS, ForkSafeExport
 from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
-from .guard import forget_reports, log_once, never_raise
+from .guard import LOGGER_NAME, forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
 from .monitor import Monitor, register_fork_handlers
 from .rejected import RejectedRequests
@@ -72,6 +73,23 @@ def worker_resource(
     return Resource(attributes)
 
 
+def log_to_gunicorn(server: Any) -> None:
+    """Our messages, and the exporters' once-per-worker failures, go to gunicorn's error log.
+
+    Where users look; and a root logger taken over by a logging instrumentation would otherwise
+    ship "the collector is unreachable" to that very collector. Redone on HUP, which rebuilds
+    gunicorn's handlers.
+    """
+    error_log = getattr(server.log, "error_log", None)
+    if not isinstance(error_log, logging.Logger):
+        return
+    for name in (LOGGER_NAME, *EXPORTER_LOGGERS):
+        target = logging.getLogger(name)
+        target.handlers = list(error_log.handlers)
+        target.propagate = False
+    logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
+
+
 class GunicornHooks:
     """Everything the package does in gunicorn's master and workers, hook by hook."""
 
@@ -94,6 +112,7 @@ class GunicornHooks:
 
     def arbiter_setup(self, server: Any) -> None:
         """Arbiter.setup (start and every HUP): before any fork, board and export ready."""
+        log_to_gunicorn(server)
         register_fork_handlers()
         if self.board is None:
             slots = self.config.board_slots or max(MIN_BOARD_SLOTS, 4 * int(server.cfg.workers))
@@ -204,12 +223,11 @@ class GunicornHooks:
     def worker_exit(self, server: Any, worker: Any) -> None:
         with never_raise("hooks.worker_exit"):
             self.watchdog.stop()
-            processor = self.export.span_processor
-            if processor is None:
-                return
             # Leave gunicorn's graceful timeout a second of its own to reap us.
             graceful_s = float(getattr(server.cfg, "graceful_timeout", 30))
-            processor.shutdown_within(min(self.config.shutdown_timeout_s, max(graceful_s - 1, 0.5)))
+            self.export.shutdown_within(
+                min(self.config.shutdown_timeout_s, max(graceful_s - 1, 0.5))
+            )
 
     def _start_watchdog(self, worker: Any) -> Watchdog | NoWatchdog:
         if type(worker).__module__.startswith(UNWATCHABLE_WORKER_MODULES):

@@ -216,7 +216,11 @@ def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Reques
                 scope.client.sendall(TIMEOUT_RESPONSE)
         log_timeout(scope)
         if processor is not None:
-            processor.shutdown_within(0.5)  # whatever else is queued, briefly
+            # The request's child spans are still queued; flush them, briefly (force_flush
+            # itself has no deadline on a dead collector).
+            flusher = threading.Thread(target=processor.force_flush, daemon=True)
+            flusher.start()
+            flusher.join(0.5)
         logging.shutdown()
         os._exit(TIMEOUT_EXIT_CODE)
 

@@ -20,5 +20,6 @@ urlpatterns = [
     path("hold-gil/", views.hold_gil, name="hold-gil"),
     path("regex-storm/", views.regex_storm, name="regex-storm"),
     path("crash/", views.crash, name="crash"),
+    path("log/", views.log_warning, name="log"),
     path("stream-stall/", views.stream_stall, name="stream-stall"),
 ]

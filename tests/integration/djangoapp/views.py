@@ -159,3 +159,11 @@ def stream_stall(request: HttpRequest) -> StreamingHttpResponse:
         yield b"never\n"
 
     return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+def log_warning(request: HttpRequest) -> HttpResponse:
+    """Logs a warning through a logger that propagates to the root (unlike ``django.*``)."""
+    import logging
+
+    logging.getLogger("djangoapp").warning("a warning from the worker")
+    return HttpResponse("logged", content_type="text/plain")
