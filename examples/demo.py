@@ -27,7 +27,7 @@ REQUESTS = [
     ("/checkout/", "fields added by the app"),
     ("/boom/", "an unhandled exception"),
     ("/stream/", "a streaming response"),
-    ("/slow/?seconds=1.5", "a slow page"),
+    ("/slow/?seconds=10", "a slow page that runs into gunicorn's 3 s timeout"),
 ]
 
 
@@ -84,7 +84,7 @@ def main() -> None:
         "--workers",
         "2",
         "--timeout",
-        "5",
+        "3",
     ]
     print("$ " + " ".join(["opentelemetry-instrument", "gunicorn", *command[2:]]), flush=True)
     with log.open("wb") as output:

@@ -14,7 +14,10 @@ from typing import Any, Final
 
 import gunicorn.util
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_TYPE,
+)
 from opentelemetry.trace import SpanKind, Tracer
 
 from .attributes import EventType
@@ -119,7 +122,9 @@ class RejectedRequests:
             method, attributes = self.http.request_attributes(environ_of(req, addr))
             span = self.tracer.start_span(method, kind=SpanKind.SERVER, attributes=attributes)
             event = RequestEvent(span, method, {})
-            event.attributes[ERROR_TYPE] = exception_type_name(exc)
+            type_name = exception_type_name(exc)
+            event.attributes[ERROR_TYPE] = type_name
+            event.attributes[EXCEPTION_TYPE] = type_name
             event.attributes[EXCEPTION_MESSAGE] = str(exc)[:MAX_MESSAGE_LENGTH]
             return event
         return None

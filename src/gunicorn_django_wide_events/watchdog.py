@@ -54,6 +54,7 @@ TIMEOUT_RESPONSE: Final = (
     b"Request took too long\n"
 )
 _fire_guard: Final = never_raise("watchdog.fire")
+_WSGI_MODULE_FILE: Final = os.path.join(os.path.dirname(__file__), "wsgi.py")
 
 
 def thread_cpu_ms(thread_id: int) -> float | None:
@@ -66,10 +67,19 @@ def thread_cpu_ms(thread_id: int) -> float | None:
 
 
 def thread_stack(thread_id: int) -> str | None:
+    """The stack of another thread, from the app's WSGI entry down to where it is stuck.
+
+    The frames above our middleware (gunicorn's arbiter, worker loop and request handling) are
+    the same for every request and left out.
+    """
     frame = sys._current_frames().get(thread_id)
     if frame is None:
         return None
-    return "".join(traceback.format_stack(frame))
+    frames = traceback.extract_stack(frame)
+    entries = [i for i, entry in enumerate(frames) if entry.filename == _WSGI_MODULE_FILE]
+    if entries:
+        frames = traceback.StackSummary.from_list(frames[entries[-1] + 1 :])
+    return "".join(frames.format())
 
 
 class Watchdog:

@@ -24,3 +24,5 @@ def test_demo_prints_one_event_per_request() -> None:
     assert '"url.query": "utm_source=mail&token=REDACTED"' in result.stdout
     assert '"exception.type": "ValueError"' in result.stdout
     assert '"shop.cart.total_cents": 4599' in result.stdout
+    assert '"wide_event.type": "timeout"' in result.stdout
+    assert '"code.stacktrace"' in result.stdout
