@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import socket
 import time
-import uuid
 from typing import Any, Final
 
-import django
-import gunicorn
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from . import attributes as attr
 from .__about__ import __version__
 from .board import Board
 from .config import Config
@@ -31,6 +24,7 @@ from .guard import LOGGER_NAME, forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
 from .monitor import Monitor, register_fork_handlers
 from .rejected import RejectedRequests
+from .resource import worker_resource
 from .watchdog import NoWatchdog, Watchdog, deadlines_for, no_watchdog
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 from .wsgi import WideEventsMiddleware
@@ -45,32 +39,6 @@ UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.ggevent", "gunicorn.worke
 def slot_of(worker: Any) -> int | None:
     slot = getattr(worker, SLOT_ATTRIBUTE, None)
     return slot if isinstance(slot, int) else None
-
-
-def service_instance_id(master_pid: int, worker_pid: int, spawned_at: float) -> str:
-    """The same id in the worker and, for its fallback events, in the master."""
-    name = f"{socket.gethostname()}:{master_pid}:{worker_pid}:{spawned_at!r}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-
-
-def worker_resource(
-    server: Any, worker: Any, slot: int | None, pid: int, spawned_at: float
-) -> Resource:
-    """Resource attributes of one worker process, as the worker or the master sees it."""
-    attributes: dict[str, Any] = {
-        "process.pid": pid,
-        "process.parent_pid": server.pid,
-        "service.instance.id": service_instance_id(server.pid, pid, spawned_at),
-        attr.GUNICORN_WORKER_CLASS: f"{type(worker).__module__}.{type(worker).__qualname__}",
-        attr.GUNICORN_WORKERS_CONFIGURED: int(server.cfg.workers),
-        attr.GUNICORN_TIMEOUT: int(server.cfg.timeout),
-        attr.GUNICORN_VERSION: gunicorn.__version__,
-        attr.DJANGO_VERSION: django.get_version(),
-        "process.runtime.version": platform.python_version(),
-    }
-    if slot is not None:
-        attributes[attr.GUNICORN_WORKER_ID] = slot
-    return Resource(attributes)
 
 
 def log_to_gunicorn(server: Any) -> None:

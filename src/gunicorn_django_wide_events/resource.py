@@ -1,0 +1,44 @@
+"""Resource attributes of a worker process: who sent an event.
+
+Computed by the worker for its own events and by the master for the fallback events it sends
+on a dead worker's behalf, so both derive the same ``service.instance.id``.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import uuid
+from typing import Any
+
+import django
+import gunicorn
+from opentelemetry.sdk.resources import Resource
+
+from . import attributes as attr
+
+
+def service_instance_id(master_pid: int, worker_pid: int, spawned_at: float) -> str:
+    """The same id in the worker and, for its fallback events, in the master."""
+    name = f"{socket.gethostname()}:{master_pid}:{worker_pid}:{spawned_at!r}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def worker_resource(
+    server: Any, worker: Any, slot: int | None, pid: int, spawned_at: float
+) -> Resource:
+    """Resource attributes of one worker process, as the worker or the master sees it."""
+    attributes: dict[str, Any] = {
+        "process.pid": pid,
+        "process.parent_pid": server.pid,
+        "service.instance.id": service_instance_id(server.pid, pid, spawned_at),
+        attr.GUNICORN_WORKER_CLASS: f"{type(worker).__module__}.{type(worker).__qualname__}",
+        attr.GUNICORN_WORKERS_CONFIGURED: int(server.cfg.workers),
+        attr.GUNICORN_TIMEOUT: int(server.cfg.timeout),
+        attr.GUNICORN_VERSION: gunicorn.__version__,
+        attr.DJANGO_VERSION: django.get_version(),
+        "process.runtime.version": platform.python_version(),
+    }
+    if slot is not None:
+        attributes[attr.GUNICORN_WORKER_ID] = slot
+    return Resource(attributes)
