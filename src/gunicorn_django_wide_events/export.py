@@ -128,6 +128,9 @@ class WorkerSpanProcessor(SpanProcessor):
     def mark_urgent(self, span_id: int) -> None:
         self._urgent.add(span_id)
 
+    def unmark_urgent(self, span_id: int) -> None:
+        self._urgent.discard(span_id)
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
 
@@ -149,6 +152,9 @@ class WorkerSpanProcessor(SpanProcessor):
         processors, self._processors = self._processors, ()
         for processor in processors:
             processor.shutdown()  # type: ignore[no-untyped-call]
+        urgent_exporters, self._urgent_exporters = self._urgent_exporters, ()
+        for exporter in urgent_exporters:
+            exporter.shutdown()
 
     @property
     def exporters(self) -> tuple[SpanExporter, ...]:
@@ -266,9 +272,11 @@ class ForkSafeExport:
             processor.shutdown()  # type: ignore[no-untyped-call]
         meter_provider = metrics.get_meter_provider()
         for reader in self._worker_metric_readers:
+            reader.force_flush()  # the last export, while the reader can still collect
             if isinstance(meter_provider, MeterProvider):
-                # Removing shuts the reader down (a final export); atexit then skips it.
-                meter_provider.remove_metric_reader(reader)
+                # Removing unhooks the reader first, so its own final collection only warns.
+                with logging_silenced():
+                    meter_provider.remove_metric_reader(reader)
 
     def _take_over_traces(self, environ: dict[str, str]) -> None:
         provider = trace.get_tracer_provider()

@@ -174,6 +174,8 @@ class Watchdog:
         if self.processor is not None:
             self.processor.mark_urgent(span_id)
         if not event.finish(EventType.TIMEOUT, self.sql_max_length):
+            if self.processor is not None:
+                self.processor.unmark_urgent(span_id)
             return False
         self.slot.event_out()
         return True
