@@ -87,6 +87,11 @@ class GunicornHooks:
             self.board = Board(slots)
         self.export.take_over(dict(os.environ))
 
+    def arbiter_tick(self, server: Any) -> None:
+        """Once per turn of the arbiter's main loop: resume the monitor a fork stopped."""
+        if self.monitor is not None:
+            self.monitor.resume()
+
     def when_ready(self, server: Any) -> None:
         with never_raise("hooks.when_ready"):
             if self.board is None or self.monitor is not None:

@@ -7,8 +7,11 @@ to the board, where workers pick them up for their events. It never touches Open
 Fork Safety:
     The monitor uses ``os.register_at_fork()`` the way gunicorn's control-socket server does.
     Before fork: the thread is stopped and joined, so no thread of ours is alive when gunicorn
-    forks (and Python 3.12+ has nothing to warn about). After fork in the parent: it is started
-    again. After fork in the child: the copy is forgotten (workers do not monitor).
+    forks. After fork in the parent: it is *not* started there, unlike gunicorn's own thread:
+    Python 3.13 counts the threads for its multi-threaded-fork warning after the parent's
+    handlers ran, so a thread restarted there would be reported. ``resume()`` starts it again
+    from the arbiter's main loop (``server.py``), once gunicorn is done forking for this round.
+    After fork in the child: the copy is forgotten (workers do not monitor).
 """
 
 from __future__ import annotations
@@ -39,11 +42,6 @@ def _before_fork() -> None:
     wait_for_native_threads(timeout_s=0.1)
 
 
-def _after_fork_in_parent() -> None:
-    for monitor in list(_active_monitors):
-        monitor.restart_after_fork()
-
-
 def _after_fork_in_child() -> None:
     _active_monitors.clear()
 
@@ -55,7 +53,6 @@ def register_fork_handlers() -> None:
         _fork_handlers_registered = True
         os.register_at_fork(
             before=_before_fork,
-            after_in_parent=_after_fork_in_parent,
             after_in_child=_after_fork_in_child,
         )
 
@@ -110,7 +107,6 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._running = False
-        self._was_running_before_fork = False
 
     def start(self) -> None:
         register_fork_handlers()
@@ -124,11 +120,11 @@ class Monitor:
         self._stop_thread()
 
     def stop_for_fork(self) -> None:
-        self._was_running_before_fork = self._running
         self._stop_thread()
 
-    def restart_after_fork(self) -> None:
-        if self._was_running_before_fork and self._running:
+    def resume(self) -> None:
+        """Start the thread again if a fork stopped it (called from the arbiter's loop)."""
+        if self._running and self._thread is None:
             self._start_thread()
 
     def _start_thread(self) -> None:

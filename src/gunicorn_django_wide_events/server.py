@@ -4,6 +4,8 @@
 the configuration (the user's hooks included) is loaded and before any worker is forked. That
 is where our hooks are chained with the user's, where the contrib Django instrumentation steps
 aside, and where the master hands export over to the workers (``ForkSafeExport.take_over``).
+``Arbiter.murder_workers``, run once per turn of the master's loop, is where the monitor thread
+resumes after gunicorn forked (see ``monitor.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .hooks import GunicornHooks
 
 _CHAINED: Final = "__wide_events_chained__"
 _setup_guard: Final = never_raise("gunicorn.arbiter_setup")
+_tick_guard: Final = never_raise("gunicorn.arbiter_tick")
 
 _original_setup: Callable[[Arbiter, Any], None] | None = None
 
@@ -65,6 +68,17 @@ def attach_to_arbiter(hooks: GunicornHooks) -> None:
             hooks.arbiter_setup(arbiter)
 
     Arbiter.setup = setup
+
+    # murder_workers runs once per turn of the arbiter's loop, in every gunicorn version.
+    original_murder_workers = Arbiter.murder_workers
+
+    def murder_workers(arbiter: Arbiter) -> None:
+        with _tick_guard:
+            hooks.arbiter_tick(arbiter)
+        original_murder_workers(arbiter)
+
+    murder_workers.__wrapped__ = original_murder_workers  # type: ignore[attr-defined]
+    Arbiter.murder_workers = murder_workers
     # child_exit is not told how a worker ended; this records it (see fallback.ExitStatuses).
     gunicorn.arbiter.os = hooks.exit_statuses
 
@@ -73,5 +87,6 @@ def detach_from_arbiter() -> None:
     global _original_setup  # noqa: PLW0603
     if _original_setup is not None:
         Arbiter.setup = _original_setup
+        Arbiter.murder_workers = Arbiter.murder_workers.__wrapped__
         _original_setup = None
         gunicorn.arbiter.os = os
