@@ -104,7 +104,8 @@ class RequestScope:
         self.middleware.watchdog.release(self)
         with _finish_guard:
             event = self.event
-            if event.finished:
+            if event.finished:  # the watchdog sent it as a timeout: the slot is idle again
+                self.middleware.slot.request_finished()
                 return self._restore_context()
             attributes = event.attributes
             if exc is not None:
