@@ -23,8 +23,8 @@ from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_
 from .guard import LOGGER_NAME, forget_reports, log_once, never_raise
 from .http_request import HttpAttributes
 from .monitor import Monitor, register_fork_handlers
+from .process_resource import worker_resource
 from .rejected import RejectedRequests
-from .resource import worker_resource
 from .watchdog import NoWatchdog, Watchdog, deadlines_for, no_watchdog
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 from .wsgi import WideEventsMiddleware

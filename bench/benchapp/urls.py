@@ -1,0 +1,12 @@
+"""Routes of the benchmark app."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from benchapp import views
+
+urlpatterns = [
+    path("hello/", views.hello, name="hello"),
+    path("db/", views.db, name="db"),
+]

@@ -1,0 +1,11 @@
+"""WSGI entry point (``benchapp.wsgi:application``), as ``startproject`` makes it."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchapp.settings")
+
+application = get_wsgi_application()
