@@ -15,8 +15,6 @@ Run: ``/work/venv/bin/python bench/board.py`` (about 25 s; ``--help`` for option
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import socket
 import statistics
@@ -29,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from machine import machine_lines
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
@@ -45,30 +44,6 @@ SLEEPER = "import time; time.sleep(600)"
 def emit(line: str = "") -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("model name", "Hardware", "Processor")):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> list[str]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return [
-        f"cpu        {cpu_model()}",
-        f"nproc      {affinity if affinity is not None else os.cpu_count()} "
-        f"(os.cpu_count() {os.cpu_count()})",
-        f"python     {platform.python_implementation()} {platform.python_version()} "
-        f"({sys.executable})",
-        f"platform   {platform.platform()}",
-        f"load       {' '.join(f'{load:.2f}' for load in os.getloadavg())} (1/5/15 min)",
-    ]
 
 
 # -- (a) per request ----------------------------------------------------------------------------
@@ -205,7 +180,7 @@ def verdict(value: float, goal: float) -> str:
 def report(request: list[tuple[str, float]], run: MonitorRun, args: Any) -> None:
     emit("gunicorn-django-wide-events board benchmark")
     emit("=" * 78)
-    for line in machine():
+    for line in machine_lines():
         emit(line)
     emit()
     emit(

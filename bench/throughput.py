@@ -81,6 +81,7 @@ from typing import Any, Final
 
 import grpc
 import psutil
+from machine import cpu_model
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = BENCH_DIR.parent
@@ -577,14 +578,6 @@ class Cell:
     cpu_s: float = 0.0  # the worker's user + system CPU time over the rounds, flushes included
     # the same by thread group (main, python, native): user and system seconds
     threads: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith(("model name", "Hardware", "Processor")):
-                return line.partition(":")[2].strip()
-    return platform.processor() or "unknown"
 
 
 def version(distribution: str) -> str:

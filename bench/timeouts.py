@@ -37,7 +37,6 @@ import hashlib
 import http.client
 import math
 import os
-import platform
 import re
 import secrets
 import shlex
@@ -58,6 +57,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from machine import machine_lines  # noqa: E402
 
 from tests.integration.conftest import GunicornLauncher, GunicornServer  # noqa: E402
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
@@ -446,30 +447,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("model name", "Hardware", "Processor")):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> list[str]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return [
-        f"cpu        {cpu_model()}",
-        f"nproc      {affinity if affinity is not None else os.cpu_count()} "
-        f"(os.cpu_count() {os.cpu_count()})",
-        f"python     {platform.python_implementation()} {platform.python_version()} "
-        f"({sys.executable})",
-        f"platform   {platform.platform()}",
-        f"load       {' '.join(f'{load:.2f}' for load in os.getloadavg())} (1/5/15 min)",
-    ]
-
-
 def git(*args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True
@@ -613,7 +590,7 @@ def main() -> None:
 
     emit("gunicorn-django-wide-events timeout-event benchmark")
     emit("=" * 100)
-    for line in machine():
+    for line in machine_lines():
         emit(line)
     emit(f"command    {shlex.join([sys.executable, *sys.argv])}   (cwd {os.getcwd()})")
     emit(f"code       {code_before}")
