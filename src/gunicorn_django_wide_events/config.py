@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 ENV_PREFIX: Final = "WIDE_EVENTS_"
 
@@ -69,6 +69,8 @@ DEFAULT_REDACT_QUERY_KEYS: Final = (
     "code",
 )
 
+_Number = TypeVar("_Number", int, float)
+
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
@@ -90,34 +92,45 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(name, raw, "one of true/false, yes/no, on/off, 1/0")
 
 
-def parse_positive_int(name: str, raw: str) -> int:
+def _number(
+    name: str,
+    raw: str,
+    convert: Callable[[str], _Number],
+    valid: Callable[[_Number], bool],
+    accepted: str,
+) -> _Number:
+    """``raw`` read by ``convert`` and checked by ``valid`` (NaN fails every comparison)."""
     try:
-        value = int(raw.strip())
+        value = convert(raw.strip())
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(name, raw, "a whole number greater than 0")
+        raise ConfigError(name, raw, accepted) from None
+    if not valid(value):
+        raise ConfigError(name, raw, accepted)
     return value
+
+
+def parse_positive_int(name: str, raw: str) -> int:
+    return _number(name, raw, int, lambda value: value > 0, "a whole number greater than 0")
 
 
 def parse_positive_seconds(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise ConfigError(name, raw, "a number of seconds greater than 0, such as 2 or 0.5")
-    return value
+    return _number(
+        name,
+        raw,
+        float,
+        lambda value: 0 < value < float("inf"),
+        "a number of seconds greater than 0, such as 2 or 0.5",
+    )
 
 
 def parse_non_negative_seconds(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(name, raw, "a number of seconds, 0 or more, such as 0 or 2.5")
-    return value
+    return _number(
+        name,
+        raw,
+        float,
+        lambda value: 0 <= value < float("inf"),
+        "a number of seconds, 0 or more, such as 0 or 2.5",
+    )
 
 
 def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
@@ -128,13 +141,13 @@ def parse_key_list(name: str, raw: str) -> tuple[str, ...]:
 
 
 def parse_board_slots(name: str, raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 4096:
-        raise ConfigError(name, raw, "a whole number from 0 (sized from the workers) to 4096")
-    return value
+    return _number(
+        name,
+        raw,
+        int,
+        lambda value: 0 <= value <= 4096,
+        "a whole number from 0 (sized from the workers) to 4096",
+    )
 
 
 def parse_console_format(name: str, raw: str) -> str:
