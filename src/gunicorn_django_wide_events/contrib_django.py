@@ -12,10 +12,8 @@ are children of the event.
 from __future__ import annotations
 
 import importlib
-import logging
-from typing import Final
 
-logger: Final = logging.getLogger("gunicorn_django_wide_events")
+from .guard import logger
 
 
 def retire_contrib_django_spans() -> bool:

@@ -34,13 +34,12 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 from . import attributes as attr
 from .attributes import EventType
 from .export import WorkerSpanProcessor
-from .guard import never_raise
+from .guard import logger, never_raise
 from .worker_slot import NoSlot, WorkerSlot
 
 if TYPE_CHECKING:
     from .wsgi import RequestScope
 
-logger: Final = logging.getLogger("gunicorn_django_wide_events")
 
 # How a sync worker leaves after its timeout event: not gunicorn's 3 (boot error) or 4 (app load
 # error), which stop the whole server, but the 1 of gunicorn's own abort path.

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
-from types import TracebackType
 from typing import Any, Final, cast
 
 from opentelemetry import context, propagate, trace
@@ -175,17 +174,6 @@ class ResponseBody:
             scope.end(exc)
             raise
         scope.end(incomplete=not self._completed)
-
-    def __enter__(self) -> ResponseBody:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class FileBodyCloser:
