@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.util.types import AttributeValue
 
 from .request import current_event
@@ -22,5 +23,6 @@ def add_fields(fields: Mapping[str, AttributeValue]) -> bool:
     event = current_event.get()
     if event is None:
         return False
-    event.attributes.update(fields)
+    # The event's own attributes skip the SDK's checks (server_span.py); the app's values don't.
+    event.attributes.update(BoundedAttributes(None, fields))
     return True

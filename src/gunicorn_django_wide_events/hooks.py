@@ -25,6 +25,7 @@ from .http_request import HttpAttributes
 from .monitor import Monitor, register_fork_handlers
 from .process_resource import worker_resource
 from .rejected import RejectedRequests
+from .server_span import server_span_starter
 from .watchdog import NoWatchdog, Watchdog, deadlines_for, no_watchdog
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 from .wsgi import WideEventsMiddleware
@@ -174,18 +175,18 @@ class GunicornHooks:
     def post_worker_init(self, worker: Any) -> None:
         with never_raise("hooks.post_worker_init"):
             self.watchdog = self._start_watchdog(worker)
-            tracer = trace.get_tracer(TRACER_NAME, __version__)
+            spans = server_span_starter(TRACER_NAME, __version__)
             sql_max_length = self.config.sql_max_length
             worker.wsgi = WideEventsMiddleware(
                 worker.wsgi,
-                tracer,
+                spans,
                 http=self.http,
                 sql_max_length=sql_max_length,
                 slot=self.slot,
                 watchdog=self.watchdog,
             )
             worker.handle_error = RejectedRequests(
-                worker.handle_error, tracer, self.http, sql_max_length, self.slot
+                worker.handle_error, spans, self.http, sql_max_length, self.slot
             )
 
     def worker_abort(self, worker: Any) -> None:

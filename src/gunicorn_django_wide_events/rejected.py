@@ -18,12 +18,12 @@ from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_MESSAGE,
     EXCEPTION_TYPE,
 )
-from opentelemetry.trace import SpanKind, Tracer
 
 from .attributes import EventType
 from .guard import never_raise
 from .http_request import HttpAttributes
 from .request import RequestEvent, exception_left_to_gunicorn, exception_type_name
+from .server_span import SpanStarter
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 
 _rejected_event: ContextVar[RequestEvent | None] = ContextVar(
@@ -84,18 +84,18 @@ def environ_of(req: Any, addr: Any) -> dict[str, Any]:
 class RejectedRequests:
     """Replaces a worker's ``handle_error`` so that every answer it writes is an event."""
 
-    __slots__ = ("http", "original", "slot", "sql_max_length", "tracer")
+    __slots__ = ("http", "original", "slot", "spans", "sql_max_length")
 
     def __init__(
         self,
         original: Callable[[Any, Any, Any, BaseException], None],
-        tracer: Tracer,
+        spans: SpanStarter,
         http: HttpAttributes,
         sql_max_length: int,
         slot: WorkerSlot | NoSlot = no_slot,
     ) -> None:
         self.original = original
-        self.tracer = tracer
+        self.spans = spans
         self.http = http
         self.sql_max_length = sql_max_length
         self.slot = slot
@@ -120,7 +120,7 @@ class RejectedRequests:
     def _start(self, req: Any, addr: Any, exc: BaseException) -> RequestEvent | None:
         with _guard:
             method, attributes = self.http.request_attributes(environ_of(req, addr))
-            span = self.tracer.start_span(method, kind=SpanKind.SERVER, attributes=attributes)
+            span = self.spans.start_span(method, None, attributes)
             event = RequestEvent(span, method, {})
             type_name = exception_type_name(exc)
             event.attributes[ERROR_TYPE] = type_name

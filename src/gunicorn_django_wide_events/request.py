@@ -28,6 +28,7 @@ from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
 from .attributes import EventType
+from .server_span import ServerSpan
 
 _finish_lock: Final = threading.Lock()
 
@@ -122,7 +123,10 @@ class RequestEvent:
             attributes.setdefault(ERROR_TYPE, event_type)
             error = error or event_type
         span = self.span
-        span.set_attributes(attributes)
+        if isinstance(span, ServerSpan):
+            span.add_trusted(attributes)
+        else:
+            span.set_attributes(attributes)
         if error is not None:
             span.set_status(Status(StatusCode.ERROR, error))
         if self.route is not None:

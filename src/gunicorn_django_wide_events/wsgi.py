@@ -17,13 +17,13 @@ from typing import Any, Final, cast
 from opentelemetry import context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
-from opentelemetry.trace import SpanKind, Tracer
 
 from . import attributes as attr
 from .attributes import EventType
 from .guard import never_raise
 from .http_request import Environ, HttpAttributes, is_ascii_number
 from .request import RequestEvent, current_event, exception_left_to_gunicorn
+from .server_span import SpanStarter
 from .watchdog import NoWatchdog, Watchdog, no_watchdog
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 
@@ -202,12 +202,12 @@ class FileBodyCloser:
 class WideEventsMiddleware:
     """WSGI middleware that turns every request into exactly one wide event."""
 
-    __slots__ = ("app", "http", "slot", "sql_max_length", "tracer", "watchdog")
+    __slots__ = ("app", "http", "slot", "spans", "sql_max_length", "watchdog")
 
     def __init__(
         self,
         app: WSGIApp,
-        tracer: Tracer,
+        spans: SpanStarter,
         *,
         http: HttpAttributes,
         sql_max_length: int,
@@ -216,7 +216,7 @@ class WideEventsMiddleware:
     ) -> None:
         self.watchdog = watchdog
         self.app = app
-        self.tracer = tracer
+        self.spans = spans
         self.http = http
         self.sql_max_length = sql_max_length
         self.slot = slot
@@ -244,9 +244,7 @@ class WideEventsMiddleware:
                 return None
             method, attributes = self.http.request_attributes(environ)
             parent = propagate.extract(environ, getter=environ_getter)
-            span = self.tracer.start_span(
-                method, context=parent, kind=SpanKind.SERVER, attributes=attributes
-            )
+            span = self.spans.start_span(method, parent, attributes)
             self.slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
             return RequestScope(
                 self, RequestEvent(span, method, {}), environ.get("gunicorn.socket")
