@@ -168,6 +168,14 @@ class Board:
         values = self._read(_SERVER, _SERVER_AT)
         return ServerSample(*values) if values[0] else None
 
+    def sample_versions(self, slot: int) -> tuple[int, int]:
+        """The seqlock counters of the server sample and of ``slot``'s sample: while both are
+        unchanged (and even), so are the samples, and a reader may keep what it last read."""
+        return (
+            _SEQ.unpack_from(self.buffer, _SERVER_AT)[0],
+            _SEQ.unpack_from(self.buffer, self._slot_offset(slot))[0],
+        )
+
     # -- a worker's sample: written by the master's monitor -------------------------------
 
     def write_monitor(self, slot: int, sample: WorkerSample) -> None:

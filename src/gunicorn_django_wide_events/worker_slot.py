@@ -24,7 +24,16 @@ _write_guard = never_raise("board.write")
 class WorkerSlot:
     """The slot ``slot`` of ``board``, owned by this worker process."""
 
-    __slots__ = ("board", "pid", "requests", "slot", "spawned_at")
+    __slots__ = (
+        "_sample_attributes",
+        "_sample_versions",
+        "_sampled_at",
+        "board",
+        "pid",
+        "requests",
+        "slot",
+        "spawned_at",
+    )
 
     def __init__(self, board: Board, slot: int) -> None:
         self.board = board
@@ -32,6 +41,10 @@ class WorkerSlot:
         self.pid = os.getpid()
         self.spawned_at = time.time()
         self.requests = 0
+        # The monitor's samples change once per interval; read them again only then.
+        self._sample_versions = (-1, -1)
+        self._sample_attributes: dict[str, AttributeValue] = {}
+        self._sampled_at = 0.0
         board.write_request(slot, pid=self.pid, spawned_at=self.spawned_at, requests=0)
 
     def request_started(self, span: Span, method: str, path: str) -> None:
@@ -77,26 +90,41 @@ class WorkerSlot:
             attributes[attr.GUNICORN_WORKERS_IDLE] = max(total - busy, 0)
             if total:
                 attributes[attr.GUNICORN_WORKERS_UTILIZATION] = round(busy / total, 4)
-            try:
-                own = board.read_monitor(self.slot)
-                server = board.read_server()
-            except TornRead:
-                return
-            if own is not None:
-                attributes[attr.GUNICORN_WORKER_CPU_PERCENT] = own.cpu_percent
-                attributes[attr.GUNICORN_WORKER_MEMORY_RSS] = own.rss
-                attributes[attr.GUNICORN_WORKER_THREADS] = own.threads
-                attributes[attr.GUNICORN_WORKER_OPEN_FDS] = own.fds
-            if server is not None:
-                attributes[attr.GUNICORN_WORKERS_CPU_PERCENT] = server.workers_cpu_percent
-                attributes[attr.GUNICORN_WORKERS_MEMORY_RSS] = server.workers_rss
-                attributes[attr.GUNICORN_MASTER_MEMORY_RSS] = server.master_rss
-                attributes[attr.GUNICORN_HOST_LOAD_1M] = server.load1
+            versions = board.sample_versions(self.slot)
+            if versions != self._sample_versions and self._read_samples():
+                # The monitor wrote since the last read (once per interval) and it read whole.
+                self._sample_versions = versions
+            attributes.update(self._sample_attributes)
+            if self._sampled_at:
                 attributes[attr.GUNICORN_MONITOR_SAMPLE_AGE_MS] = round(
-                    (now - server.sampled_at) * 1e3, 1
+                    (now - self._sampled_at) * 1e3, 1
                 )
-                if server.backlog >= 0:
-                    attributes[attr.GUNICORN_LISTEN_BACKLOG] = server.backlog
+
+    def _read_samples(self) -> bool:
+        """Keep the monitor's samples as attributes; False on a torn read (kept as they were)."""
+        try:
+            own = self.board.read_monitor(self.slot)
+            server = self.board.read_server()
+        except TornRead:
+            return False
+        attributes: dict[str, AttributeValue] = {}
+        if own is not None:
+            attributes[attr.GUNICORN_WORKER_CPU_PERCENT] = own.cpu_percent
+            attributes[attr.GUNICORN_WORKER_MEMORY_RSS] = own.rss
+            attributes[attr.GUNICORN_WORKER_THREADS] = own.threads
+            attributes[attr.GUNICORN_WORKER_OPEN_FDS] = own.fds
+        self._sample_attributes = attributes
+        self._sampled_at = 0.0
+        if server is None:
+            return True
+        attributes[attr.GUNICORN_WORKERS_CPU_PERCENT] = server.workers_cpu_percent
+        attributes[attr.GUNICORN_WORKERS_MEMORY_RSS] = server.workers_rss
+        attributes[attr.GUNICORN_MASTER_MEMORY_RSS] = server.master_rss
+        attributes[attr.GUNICORN_HOST_LOAD_1M] = server.load1
+        if server.backlog >= 0:
+            attributes[attr.GUNICORN_LISTEN_BACKLOG] = server.backlog
+        self._sampled_at = server.sampled_at
+        return True
 
 
 class NoSlot:

@@ -849,6 +849,38 @@ def test_add_attributes_on_a_torn_read_keeps_the_counts() -> None:
     assert set(attributes) == BASE_WORKER_ATTRIBUTES
 
 
+def test_add_attributes_follows_each_new_sample(span: Span) -> None:
+    """Samples are read again after every monitor write, and only the newest is used."""
+    board = Board(2)
+    board.assign_slot()
+    worker = WorkerSlot(board, 0)
+    seen = []
+    for n in (1, 2, 2, 3):
+        if n != (seen[-1] if seen else None):
+            board.write_monitor(0, worker_sample(n))
+            board.write_server(server_sample(n))
+        attributes: dict[str, AttributeValue] = {}
+        worker.add_attributes(attributes)
+        assert attributes[attr.GUNICORN_WORKER_MEMORY_RSS] == worker_sample(n).rss
+        assert attributes[attr.GUNICORN_MASTER_MEMORY_RSS] == server_sample(n).master_rss
+        seen.append(n)
+
+
+def test_add_attributes_after_a_torn_read_reads_again() -> None:
+    """A torn read is not kept: once the sample is whole again, the next event carries it."""
+    board = Board(2)
+    board.assign_slot()
+    worker = WorkerSlot(board, 0)
+    board.write_server(server_sample(1))
+    struct.pack_into("=I", board.buffer, SERVER_AT, 3)  # the master died mid-write
+    attributes: dict[str, AttributeValue] = {}
+    worker.add_attributes(attributes)
+    assert attr.GUNICORN_HOST_LOAD_1M not in attributes
+    struct.pack_into("=I", board.buffer, SERVER_AT, 4)  # whole again, same sample
+    worker.add_attributes(attributes)
+    assert attributes[attr.GUNICORN_HOST_LOAD_1M] == server_sample(1).load1
+
+
 def test_request_finished_clears_busy(span: Span) -> None:
     """request_finished marks the slot idle and clears the request, keeping the count."""
     board = Board(2)
