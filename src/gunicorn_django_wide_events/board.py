@@ -40,6 +40,7 @@ _MONITOR: Final = struct.Struct("=ddqiiqq")
 _REQUEST: Final = struct.Struct(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
 
 _EVENT_OUT_AT: Final = struct.calcsize("=idQd16s8s8s")  # offset of event_out in _REQUEST
+_SQL_AT: Final = struct.calcsize(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s")  # sql in _REQUEST
 _SERVER_AT: Final = _HEADER.size
 _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
 
@@ -88,7 +89,7 @@ class TornRead(RuntimeError):
 
 
 def _text(raw: bytes) -> str:
-    return raw.rstrip(b"\0").decode("utf-8", "replace")
+    return raw.partition(b"\0")[0].decode("utf-8", "replace")
 
 
 def _clip(text: str, size: int) -> bytes:
@@ -235,6 +236,18 @@ class Board:
         )
         self._end_write(offset, seq + 2)
         self.buffer[self._busy_at + slot] = 1 if started_at else 0
+
+    def write_sql(self, slot: int, sql: str) -> None:
+        """The statement ``slot``'s request is running now ("" once it is done).
+
+        Written in place, outside the seqlock, on every query: the one reader is the master
+        after the worker died (nobody writes then), and a worker killed mid-write must not
+        leave the counter odd, which would hide the whole request from that reader. A torn
+        statement decodes with replacement characters.
+        """
+        at = self._slot_offset(slot) + self._monitor_size + _SEQ.size + _SQL_AT
+        data = sql[:SQL_BYTES].encode("utf-8", "replace")[: SQL_BYTES - 1] + b"\0"
+        self.buffer[at : at + len(data)] = data
 
     def mark_event_out(self, slot: int) -> None:
         """The request in ``slot`` has its event out: nobody else may send one for it."""

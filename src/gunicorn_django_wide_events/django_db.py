@@ -37,7 +37,7 @@ class QueryRecorder:
         event = current_event.get()
         if event is None:
             return execute(sql, params, many, context)
-        event.sql_in_flight = sql
+        event.query_started(sql)
         started = time.perf_counter_ns()
         try:
             return execute(sql, params, many, context)

@@ -29,6 +29,7 @@ from opentelemetry.util.types import AttributeValue
 from . import attributes as attr
 from .attributes import EventType
 from .server_span import ServerSpan
+from .worker_slot import NoSlot, WorkerSlot, no_slot
 
 _finish_lock: Final = threading.Lock()
 
@@ -64,13 +65,21 @@ class RequestEvent:
         "finished",
         "method",
         "route",
+        "slot",
         "span",
         "sql_in_flight",
         "status_code",
     )
 
-    def __init__(self, span: Span, method: str, attributes: dict[str, AttributeValue]) -> None:
+    def __init__(
+        self,
+        span: Span,
+        method: str,
+        attributes: dict[str, AttributeValue],
+        slot: WorkerSlot | NoSlot = no_slot,
+    ) -> None:
         self.span = span
+        self.slot = slot
         self.method = method
         self.attributes = attributes
         self.route: str | None = None
@@ -89,8 +98,14 @@ class RequestEvent:
         if self.exception is None:
             self.exception = exc
 
+    def query_started(self, sql: object) -> None:
+        """A statement starts: a timeout or a dead worker's event names it (text only)."""
+        self.sql_in_flight = sql
+        self.slot.sql_started(str(sql))
+
     def record_query(self, sql: object, duration_ns: int) -> None:
         self.sql_in_flight = None
+        self.slot.sql_finished()
         self.db_query_count += 1
         self.db_duration_ns += duration_ns
         if duration_ns > self.db_slowest_ns:

@@ -65,6 +65,14 @@ class WorkerSlot:
                 path=path,
             )
 
+    def sql_started(self, sql: str) -> None:
+        with _write_guard:
+            self.board.write_sql(self.slot, sql)
+
+    def sql_finished(self) -> None:
+        with _write_guard:
+            self.board.write_sql(self.slot, "")
+
     def event_out(self) -> None:
         with _write_guard:
             self.board.mark_event_out(self.slot)
@@ -139,6 +147,12 @@ class NoSlot:
         return None
 
     def event_out(self) -> None:
+        return None
+
+    def sql_started(self, sql: str) -> None:
+        return None
+
+    def sql_finished(self) -> None:
         return None
 
     def add_attributes(self, attributes: dict[str, AttributeValue]) -> None:

@@ -247,6 +247,6 @@ class WideEventsMiddleware:
             span = self.spans.start_span(method, parent, attributes)
             self.slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
             return RequestScope(
-                self, RequestEvent(span, method, {}), environ.get("gunicorn.socket")
+                self, RequestEvent(span, method, {}, self.slot), environ.get("gunicorn.socket")
             )
         return None

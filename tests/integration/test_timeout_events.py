@@ -14,7 +14,7 @@ from http.client import IncompleteRead, RemoteDisconnected
 import pytest
 
 from tests.integration.conftest import GunicornServer, StartGunicorn
-from tests.integration.djangoapp.views import SLOW_C_QUERY
+from tests.integration.djangoapp.views import CRASH_QUERY, SLOW_C_QUERY
 from tests.integration.events import (
     EVENT_TIMEOUT,
     Exchange,
@@ -173,6 +173,18 @@ def test_worker_dying_mid_request_becomes_a_crash_event(
     assert event.attributes["error.type"] == signal_name
     assert event.attributes["wide_event.reported_by"] == "master"
     assert event.status_code == STATUS_ERROR
+
+
+def test_worker_dying_mid_query_names_the_query_in_its_crash_event(
+    sync_server: GunicornServer, receiver: OtlpReceiver
+) -> None:
+    """The statement in flight reaches the master through the board: its crash event has it."""
+    exchange, event = stuck_request(sync_server, receiver, "/crash-in-sql/")
+    assert exchange is None
+    assert event.attributes["wide_event.type"] == "crash"
+    assert event.attributes["wide_event.reported_by"] == "master"
+    assert event.attributes["db.query.text"] == CRASH_QUERY
+    assert send(sync_server, "/ok/").status == 200
 
 
 def test_timeout_during_a_streaming_response(

@@ -428,6 +428,30 @@ def test_long_text_is_truncated_to_its_field() -> None:
     assert request.sql == "S" * SQL_BYTES
 
 
+def test_sql_in_flight_is_written_in_place_outside_the_seqlock() -> None:
+    """write_sql replaces the statement (a shorter one too), "" clears it; the counter stays."""
+    board = Board(2)
+    board.write_request(1, pid=7, spawned_at=1.0, requests=3, started_at=2.0, path="/a/")
+    (seq,) = struct.unpack_from("=I", board.buffer, request_at(2, 1))
+    board.write_sql(1, "SELECT a_long_column_name FROM t")
+    assert board.read_request(1).sql == "SELECT a_long_column_name FROM t"
+    board.write_sql(1, "SELECT 1")
+    assert board.read_request(1).sql == "SELECT 1"
+    board.write_sql(1, "")
+    request = board.read_request(1)
+    assert (request.sql, request.path, request.requests) == ("", "/a/", 3)
+    assert struct.unpack_from("=I", board.buffer, request_at(2, 1)) == (seq,)
+    assert board.read_request(0) == ZERO_REQUEST
+
+
+def test_sql_in_flight_is_cut_to_its_field() -> None:
+    """A statement longer than SQL_BYTES keeps its start; the rest of the slot is untouched."""
+    board = Board(2)
+    board.write_sql(0, "S" * (SQL_BYTES * 3))
+    assert board.read_request(0).sql == "S" * (SQL_BYTES - 1)
+    assert board.read_request(1) == ZERO_REQUEST
+
+
 def test_utf8_cut_mid_character_decodes_with_a_replacement() -> None:
     """Multi-byte UTF-8 cut mid-character reads back without error, the cut char replaced."""
     board = Board(1)

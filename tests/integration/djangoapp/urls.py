@@ -20,6 +20,7 @@ urlpatterns = [
     path("hold-gil/", views.hold_gil, name="hold-gil"),
     path("regex-storm/", views.regex_storm, name="regex-storm"),
     path("crash/", views.crash, name="crash"),
+    path("crash-in-sql/", views.crash_in_sql, name="crash-in-sql"),
     path("log/", views.log_warning, name="log"),
     path("stream-stall/", views.stream_stall, name="stream-stall"),
 ]

@@ -150,6 +150,24 @@ def crash(request: HttpRequest) -> HttpResponse:
     return HttpResponse("unreachable", content_type="text/plain")
 
 
+CRASH_QUERY = "SELECT wide_events_crash_now()"
+
+
+def crash_in_sql(request: HttpRequest) -> HttpResponse:
+    """The worker dies while a statement runs: sqlite calls back into Python mid-query, and
+    that call SIGKILLs the process, as the OOM killer would."""
+    import os
+    import signal
+
+    connection.ensure_connection()
+    connection.connection.create_function(
+        "wide_events_crash_now", 0, lambda: os.kill(os.getpid(), signal.SIGKILL)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(CRASH_QUERY)
+    return HttpResponse("unreachable", content_type="text/plain")
+
+
 def stream_stall(request: HttpRequest) -> StreamingHttpResponse:
     """Sends one chunk, then stalls far past any timeout: the headers are already out."""
 
