@@ -237,15 +237,21 @@ class Board:
         self._end_write(offset, seq + 2)
         self.buffer[self._busy_at + slot] = 1 if started_at else 0
 
-    def write_sql(self, slot: int, sql: str) -> None:
-        """The statement ``slot``'s request is running now ("" once it is done).
+    def sql_offset(self, slot: int) -> int:
+        """Where ``slot``'s statement in flight lives, for ``write_sql``."""
+        return self._slot_offset(slot) + self._monitor_size + _SEQ.size + _SQL_AT
+
+    def write_sql(self, at: int, sql: str) -> None:
+        """The statement the request is running now (at ``sql_offset(slot)``; "" once done).
 
         Written in place, outside the seqlock, on every query: the one reader is the master
         after the worker died (nobody writes then), and a worker killed mid-write must not
         leave the counter odd, which would hide the whole request from that reader. A torn
         statement decodes with replacement characters.
         """
-        at = self._slot_offset(slot) + self._monitor_size + _SEQ.size + _SQL_AT
+        if not sql:
+            self.buffer[at] = 0
+            return
         data = sql[:SQL_BYTES].encode("utf-8", "replace")[: SQL_BYTES - 1] + b"\0"
         self.buffer[at : at + len(data)] = data
 

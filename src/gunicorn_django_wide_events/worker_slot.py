@@ -28,6 +28,7 @@ class WorkerSlot:
         "_sample_attributes",
         "_sample_versions",
         "_sampled_at",
+        "_sql_at",
         "board",
         "pid",
         "requests",
@@ -45,6 +46,7 @@ class WorkerSlot:
         self._sample_versions = (-1, -1)
         self._sample_attributes: dict[str, AttributeValue] = {}
         self._sampled_at = 0.0
+        self._sql_at = board.sql_offset(slot)
         board.write_request(slot, pid=self.pid, spawned_at=self.spawned_at, requests=0)
 
     def request_started(self, span: Span, method: str, path: str) -> None:
@@ -67,11 +69,11 @@ class WorkerSlot:
 
     def sql_started(self, sql: str) -> None:
         with _write_guard:
-            self.board.write_sql(self.slot, sql)
+            self.board.write_sql(self._sql_at, sql)
 
     def sql_finished(self) -> None:
         with _write_guard:
-            self.board.write_sql(self.slot, "")
+            self.board.write_sql(self._sql_at, "")
 
     def event_out(self) -> None:
         with _write_guard:

@@ -433,11 +433,11 @@ def test_sql_in_flight_is_written_in_place_outside_the_seqlock() -> None:
     board = Board(2)
     board.write_request(1, pid=7, spawned_at=1.0, requests=3, started_at=2.0, path="/a/")
     (seq,) = struct.unpack_from("=I", board.buffer, request_at(2, 1))
-    board.write_sql(1, "SELECT a_long_column_name FROM t")
+    board.write_sql(board.sql_offset(1), "SELECT a_long_column_name FROM t")
     assert board.read_request(1).sql == "SELECT a_long_column_name FROM t"
-    board.write_sql(1, "SELECT 1")
+    board.write_sql(board.sql_offset(1), "SELECT 1")
     assert board.read_request(1).sql == "SELECT 1"
-    board.write_sql(1, "")
+    board.write_sql(board.sql_offset(1), "")
     request = board.read_request(1)
     assert (request.sql, request.path, request.requests) == ("", "/a/", 3)
     assert struct.unpack_from("=I", board.buffer, request_at(2, 1)) == (seq,)
@@ -447,7 +447,7 @@ def test_sql_in_flight_is_written_in_place_outside_the_seqlock() -> None:
 def test_sql_in_flight_is_cut_to_its_field() -> None:
     """A statement longer than SQL_BYTES keeps its start; the rest of the slot is untouched."""
     board = Board(2)
-    board.write_sql(0, "S" * (SQL_BYTES * 3))
+    board.write_sql(board.sql_offset(0), "S" * (SQL_BYTES * 3))
     assert board.read_request(0).sql == "S" * (SQL_BYTES - 1)
     assert board.read_request(1) == ZERO_REQUEST
 
