@@ -103,6 +103,10 @@ class RequestScope:
         self.middleware.watchdog.release(self)
         with _finish_guard:
             event = self.event
+            if exc is not None:
+                # gunicorn hands it to Worker.handle_error (a 500, or the SystemExit of its
+                # abort handler after a timeout event), which must not make a second event.
+                exception_left_to_gunicorn.set(exc)
             if event.finished:  # the watchdog sent it as a timeout: the slot is idle again
                 self.middleware.slot.request_finished()
                 return self._restore_context()
@@ -112,10 +116,7 @@ class RequestScope:
                 if self.headers_sent:
                     incomplete = True
                 else:
-                    # gunicorn answers 500 itself (Worker.handle_error), which must not
-                    # become a second event.
-                    event.status_code = 500
-                    exception_left_to_gunicorn.set(exc)
+                    event.status_code = 500  # what gunicorn will answer
             if incomplete:
                 attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
             attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (
