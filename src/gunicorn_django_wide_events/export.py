@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from .forking import wait_for_native_threads
 from .guard import log_once
+from .otlp_exporters import wire_exporter_for
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
 DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024
@@ -197,7 +198,9 @@ def logging_silenced() -> Iterator[None]:
 class ForkSafeExport:
     """Moves the SDK's exporting parts from the master into each worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, wire_encoder: bool = True) -> None:
+        # The stock OTLP span exporters become their otlp_wire twins in the workers.
+        self.wire_encoder = wire_encoder
         self.span_processor: WorkerSpanProcessor | None = None
         self._metric_exporter_types: list[type[MetricExporter]] = []
         self._log_exporter_types: list[type[LogRecordExporter]] = []
@@ -297,6 +300,8 @@ class ForkSafeExport:
             else:
                 kept.append(processor)
         exporter_types = [type(processor.span_exporter) for processor in handed_over]
+        if self.wire_encoder:
+            exporter_types = [wire_exporter_for(kind) for kind in exporter_types]
         self.span_processor = WorkerSpanProcessor(exporter_types)
         multi._span_processors = (*kept, self.span_processor)
         for processor in handed_over:

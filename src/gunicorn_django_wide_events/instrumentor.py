@@ -32,7 +32,7 @@ class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         config = kwargs.get("config") or config_from_environ_or_exit()
-        hooks = GunicornHooks(config, ForkSafeExport())
+        hooks = GunicornHooks(config, ForkSafeExport(config.wire_encoder))
         quiet_exporter_loggers()
         server.attach_to_arbiter(hooks)
         rejected.watch_error_responses()

@@ -57,6 +57,7 @@ from gunicorn_django_wide_events.export import (
     raise_span_attribute_limit,
 )
 from gunicorn_django_wide_events.guard import LOGGER_NAME, forget_reports
+from gunicorn_django_wide_events.otlp_exporters import WireGrpcSpanExporter, WireHttpSpanExporter
 
 # Names the SDK gives its export threads (BatchProcessor, PeriodicExportingMetricReader).
 OTEL_THREAD_PREFIX = "Otel"
@@ -416,6 +417,29 @@ def test_take_over_replaces_batch_processor_and_keeps_custom(
     assert isinstance(worker, WorkerSpanProcessor)
     assert worker is fork_safe.span_processor
     assert list(worker.exporter_types) == [InMemorySpanExporter]
+
+
+@pytest.mark.parametrize(
+    ("stock", "wire_encoder", "in_workers"),
+    [
+        (GrpcOTLPSpanExporter, True, WireGrpcSpanExporter),
+        (HttpOTLPSpanExporter, True, WireHttpSpanExporter),
+        (GrpcOTLPSpanExporter, False, GrpcOTLPSpanExporter),
+        (HttpOTLPSpanExporter, False, HttpOTLPSpanExporter),
+    ],
+)
+def test_take_over_swaps_stock_otlp_exporters_for_the_wire_encoder_ones(
+    make_sdk: Callable[..., Sdk],
+    stock: type[SpanExporter],
+    wire_encoder: bool,
+    in_workers: type[SpanExporter],
+) -> None:
+    """Workers build the otlp_wire twin of a stock OTLP exporter, unless turned off."""
+    make_sdk(stock(endpoint="http://127.0.0.1:9"))  # type: ignore[call-arg]
+    fork_safe = ForkSafeExport(wire_encoder=wire_encoder)
+    fork_safe.take_over({})
+    assert fork_safe.span_processor is not None
+    assert list(fork_safe.span_processor.exporter_types) == [in_workers]
 
 
 def test_take_over_hands_over_simple_processors(make_sdk: Callable[..., Sdk]) -> None:
