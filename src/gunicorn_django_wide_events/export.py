@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
@@ -39,6 +40,11 @@ from .otlp_exporters import wire_exporter_for
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
 DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024
+
+# Wide events are large: the SDK's batch of 512 holds the GIL for milliseconds while it is
+# encoded, and its buffers stay in the export thread's malloc arena for good (about 5 MiB).
+DEFAULT_EXPORT_BATCH_SIZE: Final = 128
+BATCH_SIZE_VARIABLE: Final = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 
 # Exporters log every failed batch; a dead collector is worth one line per worker, not a stream.
 EXPORTER_LOGGERS: Final = (
@@ -120,7 +126,11 @@ class WorkerSpanProcessor(SpanProcessor):
 
     def start(self, urgent_timeout_s: float | None = None) -> None:
         self._exporters = tuple(build_exporter(kind, None) for kind in self.exporter_types)
-        self._processors = tuple(BatchSpanProcessor(exporter) for exporter in self._exporters)
+        batch_size = None if BATCH_SIZE_VARIABLE in os.environ else DEFAULT_EXPORT_BATCH_SIZE
+        self._processors = tuple(
+            BatchSpanProcessor(exporter, max_export_batch_size=batch_size)
+            for exporter in self._exporters
+        )
         if urgent_timeout_s is not None:
             self._urgent_exporters = tuple(
                 build_exporter(kind, urgent_timeout_s) for kind in self.exporter_types

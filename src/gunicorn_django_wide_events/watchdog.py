@@ -247,6 +247,27 @@ class Deadlines:
     sync: bool  # gunicorn kills this worker class for a slow request
 
 
+class Heartbeat:
+    """A sync worker's last heartbeat, kept in Python as gunicorn writes it.
+
+    gunicorn's arbiter reads the heartbeat from the mtime of ``worker.tmp``; reading it back
+    (``last_update``, an ``fstat``) on every request costs a system call, so ``notify`` is
+    wrapped to remember the time too, stamped just before gunicorn's own (never later).
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self, tmp: Any) -> None:
+        self.last = float(tmp.last_update())
+        notify = tmp.notify
+
+        def notify_and_remember() -> None:
+            self.last = time.monotonic()
+            notify()
+
+        tmp.notify = notify_and_remember
+
+
 def deadlines_for(
     worker: Any, gunicorn_timeout: float, margin_s: float, request_timeout_s: float
 ) -> Deadlines:
@@ -256,11 +277,11 @@ def deadlines_for(
     """
     budget = request_timeout_s or max(gunicorn_timeout - margin_s, margin_s)
     if isinstance(worker, SyncWorker) and gunicorn_timeout > 0:
-        last_update = worker.tmp.last_update
+        heartbeat = Heartbeat(worker.tmp)
         kill_budget = gunicorn_timeout - margin_s
 
         def sync_due(now: float) -> float:
-            return min(float(last_update()) + kill_budget, now + budget)
+            return min(heartbeat.last + kill_budget, now + budget)
 
         return Deadlines(sync_due, min(budget, kill_budget), sync=True)
     return Deadlines(lambda now: now + budget, budget, sync=False)

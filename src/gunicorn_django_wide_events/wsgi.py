@@ -34,12 +34,23 @@ _start_guard: Final = never_raise("wsgi.start")
 _finish_guard: Final = never_raise("wsgi.finish")
 _response_guard: Final = never_raise("wsgi.start_response")
 
+MAX_PROPAGATION_KEYS: Final = 64
+
 
 class EnvironGetter(Getter[Environ]):
     """Reads propagation headers (``traceparent``, ``baggage``) from a WSGI environ."""
 
+    def __init__(self) -> None:
+        # Propagators ask for the same few headers on every request: spell each key once.
+        self._environ_keys: dict[str, str] = {}
+
     def get(self, carrier: Environ, key: str) -> list[str] | None:
-        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        environ_key = self._environ_keys.get(key)
+        if environ_key is None:
+            environ_key = "HTTP_" + key.upper().replace("-", "_")
+            if len(self._environ_keys) < MAX_PROPAGATION_KEYS:
+                self._environ_keys[key] = environ_key
+        value = carrier.get(environ_key)
         return None if value is None else [value]
 
     def keys(self, carrier: Environ) -> list[str]:

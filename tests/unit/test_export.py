@@ -607,6 +607,28 @@ def test_start_in_worker_exports_spans_to_a_new_exporter(
     assert sdk.kept.ended == ["in-worker"]
 
 
+@pytest.mark.parametrize(
+    ("environ", "batch_size"), [({}, 128), ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "300"}, 300)]
+)
+def test_worker_batches_are_smaller_than_the_sdks_unless_set(
+    make_sdk: Callable[..., Sdk],
+    fork_safe: ForkSafeExport,
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    batch_size: int,
+) -> None:
+    """Batches of 128 wide events by default; OTEL_BSP_MAX_EXPORT_BATCH_SIZE still wins."""
+    monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    make_sdk()
+    fork_safe.take_over({})
+    fork_safe.start_in_worker()
+    assert fork_safe.span_processor is not None
+    (processor,) = fork_safe.span_processor._processors
+    assert processor._batch_processor._max_export_batch_size == batch_size
+
+
 def test_start_in_worker_adds_a_fresh_metric_reader(
     make_sdk: Callable[..., Sdk], fork_safe: ForkSafeExport
 ) -> None:
