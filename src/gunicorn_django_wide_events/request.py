@@ -1,9 +1,9 @@
 """RequestEvent: the state of one request's wide event, finished exactly once.
 
 Everything gathered while a request runs goes into one plain dict and reaches the span in one
-``set_attributes`` call when the event finishes: one call is about half the cost of setting the
-same attributes one by one. ``finish`` is idempotent and may race another thread (the watchdog),
-so it decides under a lock which caller owns the ending.
+call when the event finishes (``add_trusted`` on the package's own span, see ``server_span.py``;
+``set_attributes`` on any other). ``finish`` is idempotent and may race another thread (the
+watchdog), so it decides under a lock which caller owns the ending.
 """
 
 from __future__ import annotations
