@@ -281,11 +281,16 @@ class Board:
     def _begin_write(self, offset: int) -> int:
         seq: int = _SEQ.unpack_from(self.buffer, offset)[0]
         seq |= 1  # odd: a write is under way (also after a writer died mid-write)
-        _SEQ.pack_into(self.buffer, offset, seq)
+        self._write_counter(offset, seq)
         return seq - 1
 
     def _end_write(self, offset: int, seq: int) -> None:
-        _SEQ.pack_into(self.buffer, offset, seq & 0xFFFFFFFF)
+        self._write_counter(offset, seq & 0xFFFFFFFF)
+
+    def _write_counter(self, offset: int, seq: int) -> None:
+        # Not _SEQ.pack_into: it zero-fills its bytes before writing them, and a reader that
+        # saw that passing 0 before and after a payload write would take a torn read as whole.
+        self.buffer[offset : offset + _SEQ.size] = _SEQ.pack(seq)
 
     def _read(self, layout: struct.Struct, offset: int) -> tuple[Any, ...]:
         """Read the seqlock region at ``offset``: its counter, then ``layout`` right after it.
