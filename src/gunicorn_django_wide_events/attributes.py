@@ -73,6 +73,14 @@ GUNICORN_VERSION: Final = "gunicorn.version"
 DJANGO_VERSION: Final = "django.version"
 
 
+def exception_type_name(exc: BaseException) -> str:
+    """The ``exception.type`` (and ``error.type``) of ``exc``: dotted, builtins left bare."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class EventType:
     """Values of ``wide_event.type``."""
 

@@ -19,10 +19,10 @@ from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_TYPE,
 )
 
-from .attributes import EventType
+from .attributes import EventType, exception_type_name
 from .guard import never_raise
 from .http_request import HttpAttributes
-from .request import RequestEvent, exception_left_to_gunicorn, exception_type_name
+from .request import RequestEvent, exception_left_to_gunicorn
 from .server_span import SpanStarter
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 

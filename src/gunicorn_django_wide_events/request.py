@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
-from .attributes import EventType
+from .attributes import EventType, exception_type_name
 from .server_span import ServerSpan
 from .worker_slot import NoSlot, WorkerSlot, no_slot
 
@@ -42,13 +42,6 @@ exception_left_to_gunicorn: ContextVar[BaseException | None] = ContextVar(
     "gunicorn_django_wide_events.exception_left_to_gunicorn", default=None
 )
 """An app exception already on an event, which gunicorn will answer with a 500 of its own."""
-
-
-def exception_type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class RequestEvent:

@@ -46,6 +46,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
+from .attributes import exception_type_name
+
 _UNSET: Final = Status(StatusCode.UNSET)
 
 
@@ -246,11 +248,8 @@ class ServerSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        cls = type(exception)
-        module = cls.__module__
-        type_name = f"{module}.{cls.__qualname__}" if module != "builtins" else cls.__qualname__
         event_attributes: dict[str, Any] = {
-            EXCEPTION_TYPE: type_name,
+            EXCEPTION_TYPE: exception_type_name(exception),
             EXCEPTION_MESSAGE: str(exception),
             EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exception)),
             EXCEPTION_ESCAPED: str(escaped),
