@@ -40,6 +40,12 @@ _MONITOR: Final = struct.Struct("=ddqiiqq")
 _REQUEST: Final = struct.Struct(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
 
 _EVENT_OUT_AT: Final = struct.calcsize("=idQd16s8s8s")  # offset of event_out in _REQUEST
+# What changes when a request starts: requests to path, the tail of _REQUEST without the sql
+# (the three ids side by side: trace_id, span_id, parent_span_id).
+_REQUEST_START: Final = struct.Struct(f"=Qd32sB{METHOD_BYTES}s{PATH_BYTES}s")
+_REQUEST_START_AT: Final = struct.calcsize("=id")  # offset of requests in _REQUEST
+_STARTED_AT: Final = struct.Struct("=d")
+_STARTED_AT_AT: Final = struct.calcsize("=idQ")  # offset of started_at in _REQUEST
 _SQL_AT: Final = struct.calcsize(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s")  # sql in _REQUEST
 _SERVER_AT: Final = _HEADER.size
 _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
@@ -134,11 +140,11 @@ class Board:
         in_use = self.buffer[self._in_use_at : self._in_use_at + self.capacity]
         return [slot for slot, flag in enumerate(in_use) if flag]
 
-    def count_in_use(self) -> int:
-        return self.buffer[self._in_use_at : self._in_use_at + self.capacity].count(1)
-
-    def count_busy(self) -> int:
-        return self.buffer[self._busy_at : self._busy_at + self.capacity].count(1)
+    def count_in_use_and_busy(self) -> tuple[int, int]:
+        """Both counts from one read of the flags (``busy`` follows ``in_use``)."""
+        capacity = self.capacity
+        flags = self.buffer[self._in_use_at : self._busy_at + capacity]
+        return flags.count(1, 0, capacity), flags.count(1, capacity)
 
     def _reset_slot(self, slot: int) -> None:
         start = self._slots_at + slot * self._slot_size
@@ -237,6 +243,9 @@ class Board:
         self._end_write(offset, seq + 2)
         self.buffer[self._busy_at + slot] = 1 if started_at else 0
 
+    def request_writer(self, slot: int) -> RequestWriter:
+        return RequestWriter(self, self._slot_offset(slot) + self._monitor_size, slot)
+
     def sql_offset(self, slot: int) -> int:
         """Where ``slot``'s statement in flight lives, for ``write_sql``."""
         return self._slot_offset(slot) + self._monitor_size + _SEQ.size + _SQL_AT
@@ -310,3 +319,46 @@ class Board:
             if seq_after == seq:
                 return values
         raise TornRead(f"no consistent read at offset {offset} in {_READ_ATTEMPTS} attempts")
+
+
+class RequestWriter:
+    """A worker's own request region, written as each request starts and finishes.
+
+    ``Board.write_request`` packs every field; a request's start writes only what changes (no
+    pid, no statement) and its end only ``started_at`` (0: the slot is idle) and ``event_out``.
+    """
+
+    __slots__ = ("_board", "_busy_at", "_offset")
+
+    def __init__(self, board: Board, offset: int, slot: int) -> None:
+        self._board = board
+        self._offset = offset
+        self._busy_at = board._busy_at + slot
+
+    def started(self, requests: int, started_at: float, ids: bytes, method: str, path: str) -> None:
+        """``ids``: trace_id (16 bytes), span_id and parent_span_id (8 each), big-endian."""
+        board = self._board
+        offset = self._offset
+        seq = board._begin_write(offset)
+        _REQUEST_START.pack_into(
+            board.buffer,
+            offset + _SEQ.size + _REQUEST_START_AT,
+            requests,
+            started_at,
+            ids,
+            False,
+            _clip(method, METHOD_BYTES),
+            _clip(path, PATH_BYTES),
+        )
+        board._end_write(offset, seq + 2)
+        board.buffer[self._busy_at] = 1
+
+    def finished(self) -> None:
+        board = self._board
+        offset = self._offset
+        seq = board._begin_write(offset)
+        buffer = board.buffer
+        _STARTED_AT.pack_into(buffer, offset + _SEQ.size + _STARTED_AT_AT, 0.0)
+        buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 0
+        board._end_write(offset, seq + 2)
+        buffer[self._busy_at] = 0

@@ -37,7 +37,9 @@ class never_raise:
     """Swallow an ``Exception`` raised inside the block; log the first one of each site.
 
     ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``)
-    passes through: those are the process's business, not ours.
+    passes through: those are the process's business, not ours. Code run on every request
+    uses ``try: ... except Exception: guard.report()`` instead of ``with guard:``, which costs
+    two Python calls even when nothing goes wrong.
     """
 
     __slots__ = ("site",)
@@ -56,6 +58,11 @@ class never_raise:
     ) -> bool:
         if exc_type is None or not issubclass(exc_type, Exception):
             return False
+        self.report()
+        return True
+
+    def report(self) -> None:
+        """Log the exception being handled, if it is this site's first."""
         log_once(
             self.site,
             "gunicorn-django-wide-events: internal error in %s (the request goes on; "
@@ -63,4 +70,3 @@ class never_raise:
             self.site,
             exc_info=True,
         )
-        return True

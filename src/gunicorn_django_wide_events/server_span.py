@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.exception_attributes import (
@@ -89,6 +90,9 @@ class ServerSpanFactory:
         self.id_generator = provider.id_generator
         self.limits = provider._span_limits
         self.processor = provider._active_span_processor
+        # The default sampler (and always_on) samples every root span with no attributes or
+        # trace state of its own: no need to ask it for the request spans that start traces.
+        self.samples_every_root = self.sampler is DEFAULT_ON or self.sampler is ALWAYS_ON
         tracer = provider.get_tracer(scope.name, scope.version, scope.schema_url)
         # A tracer configurator may disable this package's tracer by name (SDK >= 1.39).
         is_enabled = getattr(tracer, "_is_enabled", None)
@@ -109,10 +113,19 @@ class ServerSpanFactory:
             random_trace_id = parent.trace_flags.random_trace_id
         if not self.enabled:
             return NonRecordingSpan(parent)
-        sampling = self.sampler.should_sample(
-            context, trace_id, name, SpanKind.SERVER, attributes, ()
-        )
-        sampled = sampling.decision.is_sampled()  # type: ignore[no-untyped-call]
+        if parent_context is None and self.samples_every_root:
+            sampled = recording = True
+            trace_state = None
+        else:
+            sampling = self.sampler.should_sample(
+                context, trace_id, name, SpanKind.SERVER, attributes, ()
+            )
+            sampled = sampling.decision.is_sampled()  # type: ignore[no-untyped-call]
+            recording = sampling.decision.is_recording()  # type: ignore[no-untyped-call]
+            trace_state = sampling.trace_state
+            # Samplers may hand back the span's own attributes (the SDK's always_on does).
+            if sampling.attributes and sampling.attributes is not attributes:
+                attributes.update(sampling.attributes)
         flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         if random_trace_id:
             flags |= TraceFlags.RANDOM_TRACE_ID
@@ -121,12 +134,10 @@ class ServerSpanFactory:
             self.id_generator.generate_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(flags),
-            trace_state=sampling.trace_state,
+            trace_state=trace_state,
         )
-        if not sampling.decision.is_recording():  # type: ignore[no-untyped-call]
+        if not recording:
             return NonRecordingSpan(span_context)
-        if sampling.attributes:
-            attributes.update(sampling.attributes)
         span = ServerSpan(self, name, span_context, parent_context, attributes)
         self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span

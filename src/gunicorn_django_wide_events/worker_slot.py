@@ -29,6 +29,7 @@ class WorkerSlot:
         "_sample_versions",
         "_sampled_at",
         "_sql_at",
+        "_writer",
         "board",
         "pid",
         "requests",
@@ -48,50 +49,48 @@ class WorkerSlot:
         self._sampled_at = 0.0
         self._sql_at = board.sql_offset(slot)
         board.write_request(slot, pid=self.pid, spawned_at=self.spawned_at, requests=0)
+        self._writer = board.request_writer(slot)
 
     def request_started(self, span: Span, method: str, path: str) -> None:
-        with _write_guard:
+        try:
             self.requests += 1
             context = span.get_span_context()
             parent = getattr(span, "parent", None)
-            self.board.write_request(
-                self.slot,
-                pid=self.pid,
-                spawned_at=self.spawned_at,
-                requests=self.requests,
-                started_at=time.time(),
-                trace_id=context.trace_id.to_bytes(16, "big"),
-                span_id=context.span_id.to_bytes(8, "big"),
-                parent_span_id=parent.span_id.to_bytes(8, "big") if parent else b"",
-                method=method,
-                path=path,
-            )
+            ids = context.trace_id << 128 | context.span_id << 64
+            if parent:
+                ids |= parent.span_id
+            self._writer.started(self.requests, time.time(), ids.to_bytes(32, "big"), method, path)
+        except Exception:
+            _write_guard.report()
 
     def sql_started(self, sql: str) -> None:
-        with _write_guard:
+        try:
             self.board.write_sql(self._sql_at, sql)
+        except Exception:
+            _write_guard.report()
 
     def sql_finished(self) -> None:
-        with _write_guard:
+        try:
             self.board.write_sql(self._sql_at, "")
+        except Exception:
+            _write_guard.report()
 
     def event_out(self) -> None:
         with _write_guard:
             self.board.mark_event_out(self.slot)
 
     def request_finished(self) -> None:
-        with _write_guard:
-            self.board.write_request(
-                self.slot, pid=self.pid, spawned_at=self.spawned_at, requests=self.requests
-            )
+        try:
+            self._writer.finished()
+        except Exception:
+            _write_guard.report()
 
     def add_attributes(self, attributes: dict[str, AttributeValue]) -> None:
         """The worker and its siblings, as the board shows them now."""
-        with _read_guard:
+        try:
             board = self.board
             now = time.time()
-            total = board.count_in_use()
-            busy = board.count_busy()
+            total, busy = board.count_in_use_and_busy()
             attributes[attr.GUNICORN_WORKER_ID] = self.slot
             attributes[attr.GUNICORN_WORKER_AGE] = round(now - self.spawned_at, 3)
             attributes[attr.GUNICORN_WORKER_REQUESTS] = self.requests
@@ -109,6 +108,8 @@ class WorkerSlot:
                 attributes[attr.GUNICORN_MONITOR_SAMPLE_AGE_MS] = round(
                     (now - self._sampled_at) * 1e3, 1
                 )
+        except Exception:
+            _read_guard.report()
 
     def _read_samples(self) -> bool:
         """Keep the monitor's samples as attributes; False on a torn read (kept as they were)."""

@@ -101,18 +101,20 @@ class RequestScope:
         self._event_token: Token[RequestEvent | None] | None = current_event.set(event)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
-        with _response_guard:
+        try:
             event = self.event
             code = status[:3]
             event.status_code = int(code) if is_ascii_number(code) else 0
             self.middleware.http.response_header_attributes(headers, event.attributes)
+        except Exception:
+            _response_guard.report()
         assert self._start_response is not None
         return self._start_response(status, headers, *args)
 
     def end(self, exc: BaseException | None = None, incomplete: bool = False) -> None:
         """Finish the event (if nobody did) and restore the context that was current before."""
         self.middleware.watchdog.release(self)
-        with _finish_guard:
+        try:
             event = self.event
             if exc is not None:
                 # gunicorn hands it to Worker.handle_error (a 500, or the SystemExit of its
@@ -138,16 +140,20 @@ class RequestScope:
             slot.add_attributes(attributes)
             event.finish(EventType.REQUEST, self.middleware.sql_max_length)
             slot.request_finished()
+        except Exception:
+            _finish_guard.report()
         self._restore_context()
 
     def _restore_context(self) -> None:
-        with _finish_guard:
+        try:
             if self._event_token is not None:
                 current_event.reset(self._event_token)
                 self._event_token = None
             if self._context_token is not None:
                 context.detach(self._context_token)
                 self._context_token = None
+        except Exception:
+            _finish_guard.report()
 
 
 class ResponseBody:
@@ -251,7 +257,7 @@ class WideEventsMiddleware:
         return ResponseBody(body, scope)
 
     def _start(self, environ: Environ) -> RequestScope | None:
-        with _start_guard:
+        try:
             if self.http.is_excluded(environ):
                 return None
             method, attributes = self.http.request_attributes(environ)
@@ -261,4 +267,6 @@ class WideEventsMiddleware:
             return RequestScope(
                 self, RequestEvent(span, method, {}, self.slot), environ.get("gunicorn.socket")
             )
-        return None
+        except Exception:
+            _start_guard.report()
+            return None

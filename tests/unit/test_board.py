@@ -211,8 +211,8 @@ def test_every_region_reads_back_its_own_pattern() -> None:
     for slot in range(capacity):
         assert board.read_monitor(slot) == worker_sample(slot)
         assert board.read_request(slot) == as_request(request_payload(slot))
-    assert board.count_in_use() == capacity
-    assert board.count_busy() == capacity
+    assert board.count_in_use_and_busy()[0] == capacity
+    assert board.count_in_use_and_busy()[1] == capacity
     assert struct.unpack_from("=II", board.buffer, 0) == (0x57494445, capacity)
 
 
@@ -311,7 +311,7 @@ def test_assign_takes_the_lowest_free_slot_until_full() -> None:
     board = Board(3)
     assert [board.assign_slot() for _ in range(3)] == [0, 1, 2]
     assert board.assign_slot() is None
-    assert board.count_in_use() == 3
+    assert board.count_in_use_and_busy()[0] == 3
 
 
 def test_freed_slot_is_assigned_again_lowest_first() -> None:
@@ -322,7 +322,7 @@ def test_freed_slot_is_assigned_again_lowest_first() -> None:
     board.free_slot(2)
     board.free_slot(1)
     assert board.slots_in_use() == [0, 3]
-    assert board.count_in_use() == 2
+    assert board.count_in_use_and_busy()[0] == 2
     assert board.assign_slot() == 1
     assert board.assign_slot() == 2
     assert board.assign_slot() is None
@@ -339,12 +339,12 @@ def test_reassigned_slot_comes_back_zeroed() -> None:
     board.free_slot(slot)
     # A dying worker's late write after the master freed its slot: busy set again.
     board.write_request(slot, **request_payload(6))
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
 
     assert board.assign_slot() == slot
     assert board.read_request(slot) == ZERO_REQUEST
     assert board.read_monitor(slot) is None
-    assert board.count_busy() == 0
+    assert board.count_in_use_and_busy()[1] == 0
     assert board.read_request(0) == ZERO_REQUEST  # the neighbour was not touched either
 
 
@@ -354,25 +354,25 @@ def test_free_slot_clears_busy() -> None:
     slot = board.assign_slot()
     assert slot is not None
     board.write_request(slot, pid=1, spawned_at=1.0, requests=1, started_at=5.0)
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
     board.free_slot(slot)
-    assert board.count_busy() == 0
-    assert board.count_in_use() == 0
+    assert board.count_in_use_and_busy()[1] == 0
+    assert board.count_in_use_and_busy()[0] == 0
     assert board.slots_in_use() == []
 
 
 def test_counts_follow_assign_free_and_busy() -> None:
-    """count_in_use, count_busy and slots_in_use reflect the flags of every slot."""
+    """count_in_use_and_busy and slots_in_use reflect the flags of every slot."""
     board = Board(8)
-    assert (board.count_in_use(), board.count_busy(), board.slots_in_use()) == (0, 0, [])
+    assert (board.count_in_use_and_busy(), board.slots_in_use()) == ((0, 0), [])
     for _ in range(5):
         board.assign_slot()
     for slot in (1, 3, 4):
         board.write_request(slot, pid=slot, spawned_at=1.0, requests=1, started_at=2.0)
     board.free_slot(0)
     assert board.slots_in_use() == [1, 2, 3, 4]
-    assert board.count_in_use() == 4
-    assert board.count_busy() == 3
+    assert board.count_in_use_and_busy()[0] == 4
+    assert board.count_in_use_and_busy()[1] == 3
 
 
 # -- request, monitor and server round trips ---------------------------------------------------
@@ -469,11 +469,11 @@ def test_busy_flag_follows_started_at() -> None:
     """A request with started_at set marks the slot busy; started_at 0 marks it idle."""
     board = Board(3)
     board.write_request(2, pid=1, spawned_at=1.0, requests=1, started_at=10.0)
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
     board.write_request(0, pid=2, spawned_at=1.0, requests=1, started_at=11.0)
-    assert board.count_busy() == 2
+    assert board.count_in_use_and_busy()[1] == 2
     board.write_request(2, pid=1, spawned_at=1.0, requests=1)
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
     assert board.read_request(2).started_at == 0.0
 
 
@@ -733,7 +733,7 @@ def test_new_worker_slot_writes_an_idle_request() -> None:
     assert request.pid == os.getpid()
     assert before <= request.spawned_at == worker.spawned_at <= time.time()
     assert (request.requests, request.started_at, request.path) == (0, 0.0, "")
-    assert board.count_busy() == 0
+    assert board.count_in_use_and_busy()[1] == 0
 
 
 def test_request_started_writes_ids_and_marks_busy(span: Span) -> None:
@@ -753,7 +753,7 @@ def test_request_started_writes_ids_and_marks_busy(span: Span) -> None:
     assert (request.method, request.path, request.requests) == ("POST", "/orders/7/", 1)
     assert before <= request.started_at <= time.time()
     assert request.pid == os.getpid()
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
 
 
 def test_request_started_writes_the_parent_span_id() -> None:
@@ -793,7 +793,7 @@ def test_event_out_marks_only_that_flag(span: Span) -> None:
     assert after.event_out is True
     assert replace(after, event_out=False) == before
     assert struct.unpack_from("=I", board.buffer, request_at(2, 0)) == (seq + 2,)
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
     worker.request_finished()
     assert board.read_request(0).event_out is False
 
@@ -906,19 +906,18 @@ def test_add_attributes_after_a_torn_read_reads_again() -> None:
 
 
 def test_request_finished_clears_busy(span: Span) -> None:
-    """request_finished marks the slot idle and clears the request, keeping the count."""
+    """request_finished marks the slot idle (started_at 0, busy 0); the count stays."""
     board = Board(2)
     board.assign_slot()
     worker = WorkerSlot(board, 0)
     worker.request_started(span, "GET", "/a/")
     worker.request_finished()
     worker.request_started(span, "GET", "/b/")
-    assert board.count_busy() == 1
+    assert board.count_in_use_and_busy()[1] == 1
     worker.request_finished()
     request = board.read_request(0)
-    assert board.count_busy() == 0
-    assert request.started_at == 0.0
-    assert (request.requests, request.path, request.trace_id) == (2, "", bytes(16))
+    assert board.count_in_use_and_busy()[1] == 0
+    assert (request.started_at, request.event_out, request.requests) == (0.0, False, 2)
     attributes: dict[str, AttributeValue] = {}
     worker.add_attributes(attributes)
     assert attributes[attr.GUNICORN_WORKERS_BUSY] == 0

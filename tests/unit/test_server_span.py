@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,18 +12,30 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    Link,
     NonRecordingSpan,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 from gunicorn_django_wide_events.server_span import (
     ServerSpan,
@@ -232,6 +244,44 @@ def test_sampler_says_drop() -> None:
     ours.end()
     assert pair.finished() == []
     assert pair.recorder.started == []
+
+
+class TaggingSampler(Sampler):
+    """Samples every span and adds an attribute and a trace state of its own."""
+
+    def should_sample(  # noqa: PLR0917 (the SDK's signature)
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        return SamplingResult(
+            Decision.RECORD_AND_SAMPLE, {"sampler.tag": "kept"}, TraceState([("vendor", "on")])
+        )
+
+    def get_description(self) -> str:
+        return "TaggingSampler"
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, DEFAULT_ON, TaggingSampler()], ids=str)
+def test_root_spans_are_sampled_as_the_sdk_samples_them(sampler: Sampler) -> None:
+    """The default samplers are not asked about root spans; what they would say still holds.
+
+    A sampler's own attributes are added to the span's, as the specification says (the SDK's
+    span keeps only the sampler's, which would drop a wide event's start attributes).
+    """
+    pair = make_pair(sampler=sampler)
+    pair.sdk_span("GET", {"start": 1}).end()
+    pair.factory.start_span("GET", None, {"start": 1}).end()
+    sdk_span, our_span = pair.finished()
+    assert our_span.context is not None and sdk_span.context is not None
+    assert our_span.context.trace_flags == sdk_span.context.trace_flags
+    assert our_span.context.trace_state == sdk_span.context.trace_state
+    assert dict(our_span.attributes or {}) == {"start": 1, **dict(sdk_span.attributes or {})}
 
 
 def test_parent_not_sampled_means_not_sampled() -> None:
