@@ -46,7 +46,7 @@ _REQUEST_START: Final = struct.Struct(f"=Qd32sB{METHOD_BYTES}s{PATH_BYTES}s")
 _REQUEST_START_AT: Final = struct.calcsize("=id")  # offset of requests in _REQUEST
 _STARTED_AT: Final = struct.Struct("=d")
 _STARTED_AT_AT: Final = struct.calcsize("=idQ")  # offset of started_at in _REQUEST
-_SQL_AT: Final = struct.calcsize(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s")  # sql in _REQUEST
+_SQL_AT: Final = _REQUEST_START_AT + _REQUEST_START.size  # offset of sql in _REQUEST
 _SERVER_AT: Final = _HEADER.size
 _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
 
@@ -223,7 +223,7 @@ class Board:
         path: str = "",
         sql: str = "",
     ) -> None:
-        offset = self._slot_offset(slot) + self._monitor_size
+        offset = self._request_offset(slot)
         seq = self._begin_write(offset)
         _REQUEST.pack_into(
             self.buffer,
@@ -244,11 +244,11 @@ class Board:
         self.buffer[self._busy_at + slot] = 1 if started_at else 0
 
     def request_writer(self, slot: int) -> RequestWriter:
-        return RequestWriter(self, self._slot_offset(slot) + self._monitor_size, slot)
+        return RequestWriter(self, self._request_offset(slot), slot)
 
     def sql_offset(self, slot: int) -> int:
         """Where ``slot``'s statement in flight lives, for ``write_sql``."""
-        return self._slot_offset(slot) + self._monitor_size + _SEQ.size + _SQL_AT
+        return self._request_offset(slot) + _SEQ.size + _SQL_AT
 
     def write_sql(self, at: int, sql: str) -> None:
         """The statement the request is running now (at ``sql_offset(slot)``; "" once done).
@@ -266,13 +266,13 @@ class Board:
 
     def mark_event_out(self, slot: int) -> None:
         """The request in ``slot`` has its event out: nobody else may send one for it."""
-        offset = self._slot_offset(slot) + self._monitor_size
+        offset = self._request_offset(slot)
         seq = self._begin_write(offset)
         self.buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 1
         self._end_write(offset, seq + 2)
 
     def read_request(self, slot: int) -> WorkerRequest:
-        values = self._read(_REQUEST, self._slot_offset(slot) + self._monitor_size)
+        values = self._read(_REQUEST, self._request_offset(slot))
         pid, spawned_at, requests, started_at, trace_id, span_id, parent_id, event_out = values[:8]
         method, path, sql = (_text(raw) for raw in values[8:])
         return WorkerRequest(
@@ -286,6 +286,10 @@ class Board:
         if not 0 <= slot < self.capacity:
             raise IndexError(f"slot {slot} is outside the board (capacity {self.capacity})")
         return self._slots_at + slot * self._slot_size
+
+    def _request_offset(self, slot: int) -> int:
+        """Where ``slot``'s request region (its seqlock counter, then ``_REQUEST``) starts."""
+        return self._slot_offset(slot) + self._monitor_size
 
     def _begin_write(self, offset: int) -> int:
         seq: int = _SEQ.unpack_from(self.buffer, offset)[0]
