@@ -14,7 +14,9 @@ span still goes), and a span field it cannot encode (negative time, id out of ra
 kind) raising, so the exporter reports the batch as failed as it would with the stock encoder.
 
 Fields are written in field-number order, as upb serializes them. The encoded bytes of
-attribute keys, resources and scopes are cached because they repeat in every span; all three
+attribute keys, resources and scopes are cached because they repeat in every span, and so is
+each span attribute's last string or integer value with its encoding: most of a wide event
+(method, route, view, host, status, worker) is the same from one request to the next. The
 caches are bounded, since nothing stops an application from inventing keys per request. For
 the SDK's own span classes, ``_attributes``, ``_events`` and ``_links`` are read instead of the
 properties that copy them (see ``_sdk_span_types``: checked once at import, public otherwise).
@@ -33,7 +35,13 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
-__all__ = ["KEY_CACHE_SIZE", "clear_key_cache", "encode_spans", "key_cache_size"]
+__all__ = [
+    "KEY_CACHE_SIZE",
+    "clear_key_cache",
+    "encode_spans",
+    "key_cache_size",
+    "value_cache_size",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -98,9 +106,28 @@ def _field_pieces(tag: bytes, pieces: list[bytes]) -> list[bytes]:
     return [tag, _varint(sum(map(len, pieces))), *pieces]
 
 
-def _headers(tag: int) -> tuple[bytes, ...]:
-    """Tag plus one-byte length for every payload under 128 bytes, indexed by that length."""
-    return tuple(bytes((tag, size)) for size in range(0x80))
+class _AttributeFields:
+    """How one message's ``attributes`` field (a repeated KeyValue) is written.
+
+    ``headers``: the tag plus one-byte length for every KeyValue under 128 bytes, indexed by
+    that length. ``keys``: for each key seen (the first KEY_CACHE_SIZE), its encoded key and
+    its last str, int or bool value with that whole KeyValue's encoding. The tag is part of the
+    encoding, so each message's field keeps its own.
+    """
+
+    __slots__ = ("headers", "keys", "tag")
+
+    def __init__(self, tag: int) -> None:
+        self.tag = _BYTE[tag]
+        self.headers = tuple(bytes((tag, size)) for size in range(0x80))
+        self.keys: dict[object, _KeyEntry] = {}
+
+    def new_entry(self, key: object) -> _KeyEntry:
+        """The entry of a key seen for the first time, remembered while there is room."""
+        entry: _KeyEntry = [_key_field(key), _NO_VALUE]
+        if len(self.keys) < KEY_CACHE_SIZE:
+            self.keys[key] = entry
+        return entry
 
 
 def _utf8(text: object) -> bytes:
@@ -236,6 +263,11 @@ def _key_value(key: object, value: object) -> bytes:
 
 _key_fields: dict[object, bytes] = {}
 
+# [KeyValue.key field, (last value, its KeyValue's pieces)]. The pair is replaced in one store:
+# two threads may encode at once (the export thread and the watchdog's timeout event).
+_KeyEntry: TypeAlias = list[Any]
+_NO_VALUE: Final = (object(), ())
+
 
 def _key_field(key: object) -> bytes:
     """``KeyValue.key`` (tag, length, UTF-8), remembered for the first KEY_CACHE_SIZE keys."""
@@ -248,13 +280,20 @@ def _key_field(key: object) -> bytes:
 
 
 def clear_key_cache() -> None:
-    """Forget every remembered attribute key (for tests of the cache bound)."""
+    """Forget every remembered attribute key and value (for tests of the cache bound)."""
     _key_fields.clear()
+    for fields in _ATTRIBUTE_FIELDS:
+        fields.keys.clear()
 
 
 def key_cache_size() -> int:
     """How many attribute keys are remembered now."""
     return len(_key_fields)
+
+
+def value_cache_size() -> int:
+    """How many span attribute keys have an entry (and so their last value) remembered now."""
+    return len(_SPAN_ATTRIBUTES.keys)
 
 
 def _as_dict(attributes: Mapping[Any, object]) -> dict[Any, Any]:
@@ -325,61 +364,71 @@ _VALUE_FIELD_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
 }
 
 
-def _append_attributes(
-    parts: list[bytes],
-    headers: tuple[bytes, ...],
-    attributes: Mapping[Any, object] | None,
-) -> None:
-    """Append one field per attribute to ``parts``: ``headers[length]`` (tag and length), KeyValue.
+# Values that are remembered with their encoding: immutable, and equal only to themselves within
+# their type. Not floats: 0.0 == -0.0 but they encode differently (and floats rarely repeat).
+_REPEATABLE_TYPES: Final = frozenset((str, int, bool))
 
-    This is the hot loop: lookups are bound to locals, a string (most attributes) is encoded
-    inline, and pieces are appended for one ``b"".join`` to copy rather than concatenated here.
-    An attribute that cannot be encoded is logged and skipped, as the stock encoder does; each
-    attribute is appended whole or not at all, so a failure leaves nothing half-written.
+
+def _append_attributes(
+    parts: list[bytes], fields: _AttributeFields, attributes: Mapping[Any, object] | None
+) -> None:
+    """Append one ``fields`` entry (tag, length, KeyValue) per attribute to ``parts``.
+
+    This is the hot loop: lookups are bound to locals, a value seen last time for the same key
+    reuses its encoding, a string (most attributes) is encoded inline, and pieces are appended
+    for one ``b"".join`` to copy rather than concatenated here. An attribute that cannot be
+    encoded is logged and skipped, as the stock encoder does; each attribute is appended whole
+    or not at all, so a failure leaves nothing half-written.
     """
     if not attributes:
         return
-    key_fields = _key_fields
     string_head = _VALUE_STRING_HEAD
     small_int = _VALUE_SMALL_INT
     pack_double = _VALUE_DOUBLE.pack
     pack_int2 = _VALUE_INT2.pack
     encoders = _VALUE_FIELD_ENCODERS
-    tag = headers[0][:1]
+    headers = fields.headers
+    entries = fields.keys
+    pieces: tuple[bytes, ...]
     for key, value in _as_dict(attributes).items():
         try:
-            key_field = key_fields.get(key)
-            if key_field is None:
-                key_field = _key_field(key)
             value_type = type(value)
+            entry = entries.get(key) or fields.new_entry(key)
+            last_value, last_pieces = entry[1]
+            if type(last_value) is value_type and last_value == value:
+                parts += last_pieces
+                continue
+            key_field = entry[0]
             if value_type is str:
                 text = value.encode()
                 length = len(key_field) + len(text) + 4
                 # Under 128 the text is short too and every length fits one byte.
-                parts += (
-                    (headers[length], key_field, string_head[len(text)], text)
-                    if length < 0x80
-                    else _long_string_pieces(tag, key_field, text)
-                )
-                continue
-            if value_type is int and 0 <= value < 0x4000:
-                value_field = (
-                    small_int[value]
-                    if value < 0x80
-                    else pack_int2(0x12, 3, 0x18, value & 0x7F | (value << 1) & 0x7F00 | 0x80)
-                )
-            elif value_type is float:
-                value_field = pack_double(0x12, 9, 0x21, value)
-            elif value_type is bool:
-                value_field = _VALUE_TRUE if value else _VALUE_FALSE
+                if length >= 0x80:
+                    parts += _long_string_pieces(fields.tag, key_field, text)
+                    continue
+                pieces = (headers[length], key_field, string_head[len(text)], text)
             else:
-                value_field = encoders.get(value_type, _value_field)(value)
-            length = len(key_field) + len(value_field)
-            parts += (
-                (headers[length], key_field, value_field)
-                if length < 0x80
-                else (tag, _varint(length), key_field, value_field)
-            )
+                if value_type is int and 0 <= value < 0x4000:
+                    value_field = (
+                        small_int[value]
+                        if value < 0x80
+                        else pack_int2(0x12, 3, 0x18, value & 0x7F | (value << 1) & 0x7F00 | 0x80)
+                    )
+                elif value_type is float:
+                    value_field = pack_double(0x12, 9, 0x21, value)
+                elif value_type is bool:
+                    value_field = _VALUE_TRUE if value else _VALUE_FALSE
+                else:
+                    value_field = encoders.get(value_type, _value_field)(value)
+                length = len(key_field) + len(value_field)
+                pieces = (
+                    (headers[length], key_field, value_field)
+                    if length < 0x80
+                    else (fields.tag, _varint(length), key_field, value_field)
+                )
+            parts += pieces
+            if value_type in _REPEATABLE_TYPES:
+                entry[1] = (value, pieces)
         except Exception:  # the stock encoder drops the attribute and logs it, so do we
             _logger.exception("Failed to encode key %s", key)
 
@@ -391,11 +440,18 @@ def _append_attributes(
 # dropped_attributes_count 10, events 11, dropped_events_count 12, links 13,
 # dropped_links_count 14, status 15, flags 16 (fixed32).
 
-_SPAN_ATTRIBUTE_HEADERS: Final = _headers(0x4A)
-_EVENT_ATTRIBUTE_HEADERS: Final = _headers(0x1A)  # Span.Event.attributes is field 3
-_LINK_ATTRIBUTE_HEADERS: Final = _headers(0x22)  # Span.Link.attributes is field 4
-_SCOPE_ATTRIBUTE_HEADERS: Final = _headers(0x1A)  # InstrumentationScope.attributes is field 3
-_RESOURCE_ATTRIBUTE_HEADERS: Final = _headers(0x0A)  # Resource.attributes is field 1
+_SPAN_ATTRIBUTES: Final = _AttributeFields(0x4A)
+_EVENT_ATTRIBUTES: Final = _AttributeFields(0x1A)  # Span.Event.attributes is field 3
+_LINK_ATTRIBUTES: Final = _AttributeFields(0x22)  # Span.Link.attributes is field 4
+_SCOPE_ATTRIBUTES: Final = _AttributeFields(0x1A)  # InstrumentationScope.attributes is field 3
+_RESOURCE_ATTRIBUTES: Final = _AttributeFields(0x0A)  # Resource.attributes is field 1
+_ATTRIBUTE_FIELDS: Final = (
+    _SPAN_ATTRIBUTES,
+    _EVENT_ATTRIBUTES,
+    _LINK_ATTRIBUTES,
+    _SCOPE_ATTRIBUTES,
+    _RESOURCE_ATTRIBUTES,
+)
 
 _IDS: Final = struct.Struct(">BBQQBBQ")  # trace_id (16 bytes, two halves) and span_id
 _PARENT_ID: Final = struct.Struct(">BBQ")
@@ -459,7 +515,7 @@ def _event_field(event: Event) -> bytes:
     timestamp = event.timestamp
     parts = [_FIXED64_FIELD.pack(0x09, timestamp) if timestamp else b""]
     parts.append(_text_field(b"\x12", event.name))
-    _append_attributes(parts, _EVENT_ATTRIBUTE_HEADERS, event.attributes)
+    _append_attributes(parts, _EVENT_ATTRIBUTES, event.attributes)
     parts.append(_uint32_field(b"\x20", event.dropped_attributes))
     return _field(b"\x5a", b"".join(parts))
 
@@ -468,7 +524,7 @@ def _link_field(link: Link) -> bytes:
     """Span.Link: ids 1-2, attributes 4, dropped count 5, flags 6; no trace_state, like stock."""
     context = link.context
     parts = [_ids(context)]
-    _append_attributes(parts, _LINK_ATTRIBUTE_HEADERS, link.attributes)
+    _append_attributes(parts, _LINK_ATTRIBUTES, link.attributes)
     parts.append(_uint32_field(b"\x28", link.dropped_attributes))
     parts.append(_LINK_FLAGS_REMOTE if context and context.is_remote else _LINK_FLAGS_LOCAL)
     return _field(b"\x6a", b"".join(parts))
@@ -542,9 +598,7 @@ def _encode_span(span: ReadableSpan, parts: list[bytes]) -> None:
         if end:
             body.append(_FIXED64_FIELD.pack(0x41, end))
     sdk_span = type(span) in _SDK_SPAN_TYPES
-    _append_attributes(
-        body, _SPAN_ATTRIBUTE_HEADERS, span._attributes if sdk_span else span.attributes
-    )
+    _append_attributes(body, _SPAN_ATTRIBUTES, span._attributes if sdk_span else span.attributes)
     dropped = span.dropped_attributes
     if dropped:
         body.append(_uint32_field(b"\x50", dropped))
@@ -570,7 +624,7 @@ _scope_framings: dict[int, tuple[InstrumentationScope | None, _Framing]] = {}
 
 def _resource_framing(resource: Resource) -> _Framing:
     parts: list[bytes] = []
-    _append_attributes(parts, _RESOURCE_ATTRIBUTE_HEADERS, resource.attributes)
+    _append_attributes(parts, _RESOURCE_ATTRIBUTES, resource.attributes)
     return _field(b"\x0a", b"".join(parts)), _text_field(b"\x1a", resource.schema_url)
 
 
@@ -578,7 +632,7 @@ def _scope_framing(scope: InstrumentationScope | None) -> _Framing:
     if scope is None:
         return b"\x0a\x00", b""
     parts = [_text_field(b"\x0a", scope.name), _text_field(b"\x12", scope.version)]
-    _append_attributes(parts, _SCOPE_ATTRIBUTE_HEADERS, scope.attributes)
+    _append_attributes(parts, _SCOPE_ATTRIBUTES, scope.attributes)
     return _field(b"\x0a", b"".join(parts)), _text_field(b"\x1a", scope.schema_url)
 
 
