@@ -330,39 +330,44 @@ class RequestWriter:
 
     ``Board.write_request`` packs every field; a request's start writes only what changes (no
     pid, no statement) and its end only ``started_at`` (0: the slot is idle) and ``event_out``.
+    These run twice per request, so the seqlock's steps (``Board._begin_write`` and
+    ``_end_write``) are written out in them rather than called.
     """
 
-    __slots__ = ("_board", "_busy_at", "_offset")
+    __slots__ = ("_buffer", "_busy_at", "_counter", "_offset")
 
     def __init__(self, board: Board, offset: int, slot: int) -> None:
-        self._board = board
+        self._buffer = board.buffer
         self._offset = offset
+        self._counter = slice(offset, offset + _SEQ.size)
         self._busy_at = board._busy_at + slot
 
     def started(self, requests: int, started_at: float, ids: bytes, method: str, path: str) -> None:
         """``ids``: trace_id (16 bytes), span_id and parent_span_id (8 each), big-endian."""
-        board = self._board
+        buffer = self._buffer
         offset = self._offset
-        seq = board._begin_write(offset)
+        seq = _SEQ.unpack_from(buffer, offset)[0] | 1
+        buffer[self._counter] = _SEQ.pack(seq)
         _REQUEST_START.pack_into(
-            board.buffer,
+            buffer,
             offset + _SEQ.size + _REQUEST_START_AT,
             requests,
             started_at,
             ids,
             False,
-            _clip(method, METHOD_BYTES),
-            _clip(path, PATH_BYTES),
+            # "16s" and "256s" cut longer bytes themselves (mid-character: read with "replace").
+            method.encode("utf-8", "replace"),
+            path.encode("utf-8", "replace"),
         )
-        board._end_write(offset, seq + 2)
-        board.buffer[self._busy_at] = 1
+        buffer[self._counter] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
+        buffer[self._busy_at] = 1
 
     def finished(self) -> None:
-        board = self._board
+        buffer = self._buffer
         offset = self._offset
-        seq = board._begin_write(offset)
-        buffer = board.buffer
+        seq = _SEQ.unpack_from(buffer, offset)[0] | 1
+        buffer[self._counter] = _SEQ.pack(seq)
         _STARTED_AT.pack_into(buffer, offset + _SEQ.size + _STARTED_AT_AT, 0.0)
         buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 0
-        board._end_write(offset, seq + 2)
+        buffer[self._counter] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
         buffer[self._busy_at] = 0

@@ -43,11 +43,13 @@ def _resolve_request(self: BaseHandler, request: HttpRequest) -> ResolverMatch:
     match = _original_resolve_request(self, request)
     event = current_event.get()
     if event is not None:
-        with _resolve_guard:
+        try:  # not `with _resolve_guard`: this runs on every request, and try costs nothing
             event.set_route(match.route)
             event.attributes[attr.DJANGO_VIEW] = view_path(match)
             if match.view_name:
                 event.attributes[attr.DJANGO_URL_NAME] = match.view_name
+        except Exception:
+            _resolve_guard.report()
     return match
 
 
@@ -57,10 +59,12 @@ def _get_response_with_user(self: BaseHandler, request: HttpRequest) -> HttpResp
     response = _original_get_response(self, request)
     event = current_event.get()
     if event is not None:
-        with _user_guard:
+        try:
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:
                 event.attributes[attr.ENDUSER_ID] = str(user.pk)
+        except Exception:
+            _user_guard.report()
     return response
 
 

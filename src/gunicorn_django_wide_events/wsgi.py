@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
 from typing import Any, Final, cast
 
-from opentelemetry import context, propagate, trace
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry import context, trace
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 
 from . import attributes as attr
 from .attributes import EventType
 from .guard import never_raise
 from .http_request import Environ, HttpAttributes, is_ascii_number
+from .propagation import CallerContext
 from .request import RequestEvent, current_event, exception_left_to_gunicorn
 from .server_span import SpanStarter
 from .watchdog import NoWatchdog, Watchdog, no_watchdog
@@ -33,31 +33,6 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _start_guard: Final = never_raise("wsgi.start")
 _finish_guard: Final = never_raise("wsgi.finish")
 _response_guard: Final = never_raise("wsgi.start_response")
-
-MAX_PROPAGATION_KEYS: Final = 64
-
-
-class EnvironGetter(Getter[Environ]):
-    """Reads propagation headers (``traceparent``, ``baggage``) from a WSGI environ."""
-
-    def __init__(self) -> None:
-        # Propagators ask for the same few headers on every request: spell each key once.
-        self._environ_keys: dict[str, str] = {}
-
-    def get(self, carrier: Environ, key: str) -> list[str] | None:
-        environ_key = self._environ_keys.get(key)
-        if environ_key is None:
-            environ_key = "HTTP_" + key.upper().replace("-", "_")
-            if len(self._environ_keys) < MAX_PROPAGATION_KEYS:
-                self._environ_keys[key] = environ_key
-        value = carrier.get(environ_key)
-        return None if value is None else [value]
-
-    def keys(self, carrier: Environ) -> list[str]:
-        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
-
-
-environ_getter: Final = EnvironGetter()
 
 
 class RequestScope:
@@ -220,7 +195,7 @@ class FileBodyCloser:
 class WideEventsMiddleware:
     """WSGI middleware that turns every request into exactly one wide event."""
 
-    __slots__ = ("app", "http", "slot", "spans", "sql_max_length", "watchdog")
+    __slots__ = ("app", "caller_context", "http", "slot", "spans", "sql_max_length", "watchdog")
 
     def __init__(
         self,
@@ -238,6 +213,7 @@ class WideEventsMiddleware:
         self.http = http
         self.sql_max_length = sql_max_length
         self.slot = slot
+        self.caller_context = CallerContext()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         scope = self._start(environ)
@@ -261,7 +237,7 @@ class WideEventsMiddleware:
             if self.http.is_excluded(environ):
                 return None
             method, attributes = self.http.request_attributes(environ)
-            parent = propagate.extract(environ, getter=environ_getter)
+            parent = self.caller_context(environ)
             span = self.spans.start_span(method, parent, attributes)
             self.slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
             return RequestScope(
