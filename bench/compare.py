@@ -1,0 +1,157 @@
+"""A/B benchmark: variants of this package side by side against bare gunicorn.
+
+Run, for example (about 3 minutes)::
+
+    git worktree add /tmp/base HEAD~3
+    .venvs/default/bin/python bench/compare.py base:SRC=/tmp/base/src now --rounds 8
+
+Each positional argument is one variant of the ``package`` server of ``throughput.py`` (the
+package alone under ``opentelemetry-instrument``, spans over OTLP gRPC to a counting sink):
+``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE``. The pairs are extra environment for that server;
+``SRC=DIR`` puts another checkout's ``src`` ahead of the installed package, which is how two
+versions of the code are compared. One bare gunicorn serves as the baseline.
+
+Rounds are alternated as in ``throughput.py``: every variant is driven once per round with
+``wrk -t1 -c4``, the order rotating from round to round, and each variant's spans are waited for
+before the next one runs. It prints, per variant, the median requests per second, the time per
+request and its difference to bare gunicorn, the ratio to bare, the worker's CPU time per
+request, the spread of the rounds and the worker's RSS after the load. Changes smaller than the
+spread need more rounds to be told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from throughput import (
+    BENCH_DIR,
+    VIEWS,
+    Server,
+    bsp_schedule_delay_s,
+    emit,
+    ensure_wrk,
+    make_servers,
+    run_wrk,
+    wait_for_spans,
+)
+
+
+@dataclass
+class Variant:
+    name: str
+    server: Server
+    environ: dict[str, str]
+    rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``NAME`` or ``NAME:KEY=VALUE,...``; ``SRC=DIR`` becomes the server's ``PYTHONPATH``."""
+    name, _, pairs = spec.partition(":")
+    if not name or name == "bare":
+        raise SystemExit(f"a variant needs a name other than 'bare': {spec!r}")
+    environ = {}
+    for pair in filter(None, pairs.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"variant {name}: KEY=VALUE expected, got {pair!r}")
+        if key == "SRC":
+            source = Path(value).resolve()
+            if not (source / "gunicorn_django_wide_events").is_dir():
+                raise SystemExit(f"variant {name}: no gunicorn_django_wide_events in {source}")
+            key, value = "PYTHONPATH", f"{source}:{BENCH_DIR}"
+        environ[key] = value
+    return name, environ
+
+
+def start_servers(specs: Sequence[str], tmp: Path) -> list[Variant]:
+    specs_by_name = {"bare": {}} | dict(parse_variant(spec) for spec in specs)
+    variants = []
+    for name, environ in specs_by_name.items():
+        directory = tmp / name
+        directory.mkdir()
+        kind = "bare" if name == "bare" else "package"
+        (server,) = make_servers([kind], directory, 0.0, environ)
+        variants.append(Variant(name, server, environ))
+    for variant in variants:
+        variant.server.start()
+    for variant in variants:
+        variant.server.wait_ready()
+    return variants
+
+
+def drive(args: argparse.Namespace, wrk: str, variant: Variant, duration: int) -> None:
+    server = variant.server
+    before = server.sink.count() if server.sink else 0
+    cpu_before = server.worker_cpu_s()
+    result = run_wrk(wrk, server.url(args.view), 1, 4, duration)
+    if server.sink is not None:
+        flush_timeout_s = bsp_schedule_delay_s(variant.environ) + 3.0
+        wait_for_spans(server.sink, before, result.requests, flush_timeout_s)
+    variant.rps.append(result.rps)
+    variant.cpu_us.append((server.worker_cpu_s() - cpu_before) / result.requests * 1e6)
+    time.sleep(0.3)
+
+
+def report(variants: Sequence[Variant]) -> None:
+    bare_rps = statistics.median(variants[0].rps)
+    emit()
+    emit(
+        f"  {'variant':<12}{'req/s':>8}{'us/req':>9}{'vs bare':>10}{'/bare':>7}"
+        f"{'cpu/req':>10}{'spread':>8}{'RSS MiB':>9}"
+    )
+    for variant in variants:
+        rps = statistics.median(variant.rps)
+        spread = (max(variant.rps) - min(variant.rps)) / rps * 100
+        rss = variant.server.worker_memory()[0] / 2**20
+        emit(
+            f"  {variant.name:<12}{rps:>8.0f}{1e6 / rps:>9.1f}{1e6 / rps - 1e6 / bare_rps:>+10.1f}"
+            f"{rps / bare_rps:>7.3f}"
+            f"{statistics.median(variant.cpu_us):>10.1f}{spread:>7.1f}%{rss:>9.1f}"
+        )
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("variants", nargs="+", help="NAME or NAME:KEY=VALUE,... (SRC=DIR)")
+    parser.add_argument("--view", choices=sorted(VIEWS), default="hello")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=4, help="seconds of wrk per run")
+    args = parser.parse_args(argv)
+    names = [parse_variant(spec)[0] for spec in args.variants]  # bad specs fail here
+    if len(set(names)) != len(names):
+        raise SystemExit(f"variant names must differ: {names}")
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="wide-events-compare-") as tmp:
+        variants = start_servers(args.variants, Path(tmp))
+        try:
+            for variant in variants:
+                drive(args, wrk, variant, 2)  # warm-up
+                variant.rps.clear()
+                variant.cpu_us.clear()
+            for round_index in range(args.rounds):
+                shift = round_index % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
+                    drive(args, wrk, variant, args.duration)
+                emit(
+                    f"round {round_index + 1}/{args.rounds}: "
+                    + ", ".join(f"{v.name} {v.rps[-1]:.0f}" for v in variants)
+                )
+            report(variants)
+        finally:
+            for variant in variants:
+                variant.server.stop()
+                if variant.server.sink is not None:
+                    variant.server.sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
