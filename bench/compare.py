@@ -15,8 +15,9 @@ Rounds are alternated as in ``throughput.py``: every variant is driven once per 
 ``wrk -t1 -c4``, the order rotating from round to round, and each variant's spans are waited for
 before the next one runs. It prints, per variant, the median requests per second, the time per
 request and its difference to bare gunicorn, the ratio to bare, the worker's CPU time per
-request, the spread of the rounds and the worker's RSS after the load. Changes smaller than the
-spread need more rounds to be told apart.
+request (all threads, then the request thread's and the other threads': the export thread,
+gRPC's, the watchdog), the spread of the rounds and the worker's RSS after the load. Changes
+smaller than the spread need more rounds to be told apart; CPU time per thread varies less.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Variant:
     environ: dict[str, str]
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    main_cpu_us: list[float] = field(default_factory=list)  # the request thread's
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -91,12 +93,15 @@ def drive(args: argparse.Namespace, wrk: str, variant: Variant, duration: int) -
     server = variant.server
     before = server.sink.count() if server.sink else 0
     cpu_before = server.worker_cpu_s()
+    main_before = sum(server.worker_cpu_by_thread()["main"])
     result = run_wrk(wrk, server.url(args.view), 1, 4, duration)
     if server.sink is not None:
         flush_timeout_s = bsp_schedule_delay_s(variant.environ) + 3.0
         wait_for_spans(server.sink, before, result.requests, flush_timeout_s)
+    main_cpu_s = sum(server.worker_cpu_by_thread()["main"]) - main_before
     variant.rps.append(result.rps)
     variant.cpu_us.append((server.worker_cpu_s() - cpu_before) / result.requests * 1e6)
+    variant.main_cpu_us.append(main_cpu_s / result.requests * 1e6)
     time.sleep(0.3)
 
 
@@ -105,16 +110,21 @@ def report(variants: Sequence[Variant]) -> None:
     emit()
     emit(
         f"  {'variant':<12}{'req/s':>8}{'us/req':>9}{'vs bare':>10}{'/bare':>7}"
-        f"{'cpu/req':>10}{'spread':>8}{'RSS MiB':>9}"
+        f"{'cpu/req':>10}{'(main':>8}{'other)':>8}{'spread':>8}{'RSS MiB':>9}"
     )
     for variant in variants:
         rps = statistics.median(variant.rps)
         spread = (max(variant.rps) - min(variant.rps)) / rps * 100
         rss = variant.server.worker_memory()[0] / 2**20
+        main_cpu = statistics.median(variant.main_cpu_us)
+        other_cpu = statistics.median(
+            total - main for total, main in zip(variant.cpu_us, variant.main_cpu_us, strict=True)
+        )
         emit(
             f"  {variant.name:<12}{rps:>8.0f}{1e6 / rps:>9.1f}{1e6 / rps - 1e6 / bare_rps:>+10.1f}"
             f"{rps / bare_rps:>7.3f}"
-            f"{statistics.median(variant.cpu_us):>10.1f}{spread:>7.1f}%{rss:>9.1f}"
+            f"{statistics.median(variant.cpu_us):>10.1f}{main_cpu:>8.1f}{other_cpu:>8.1f}"
+            f"{spread:>7.1f}%{rss:>9.1f}"
         )
 
 
@@ -136,6 +146,7 @@ def main(argv: Sequence[str]) -> int:
                 drive(args, wrk, variant, 2)  # warm-up
                 variant.rps.clear()
                 variant.cpu_us.clear()
+                variant.main_cpu_us.clear()
             for round_index in range(args.rounds):
                 shift = round_index % len(variants)
                 for variant in variants[shift:] + variants[:shift]:
