@@ -7,6 +7,7 @@ and sqlite3 instrumentations installed and active, as ``opentelemetry-bootstrap`
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -244,7 +245,9 @@ def test_user_id_is_captured_when_turned_on(server: GunicornServer, receiver: Ot
 
 def test_request_body_size_and_queue_time(server: GunicornServer, receiver: OtlpReceiver) -> None:
     """Body sizes both ways, and the queue time a proxy's X-Request-Start stamp reveals."""
-    stamp = f"t={time.time() - 0.25:.3f}"
+    # Milliseconds, as nginx stamps them, rounded down: rounding to nearest could put the stamp
+    # up to half a millisecond later and the wait under 250 ms.
+    stamp = f"t={math.floor((time.time() - 0.25) * 1000) / 1000:.3f}"
     exchange = send(
         server, "/echo/", method="POST", body=b"x" * 1234, headers={"X-Request-Start": stamp}
     )
