@@ -9,7 +9,7 @@ from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -18,8 +18,18 @@ from gunicorn_django_wide_events.propagation import CallerContext, environ_gette
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-class Bagless(W3CBaggagePropagator):
-    """A subclass may read other headers: it must not be taken for the stock one."""
+class TenantBaggage(W3CBaggagePropagator):
+    """A subclass that reads one more header: it must not be taken for the stock one."""
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        context = super().extract(carrier, context, getter)
+        tenant = getter.get(carrier, "x-tenant")
+        return baggage.set_baggage("tenant", tenant[0], context) if tenant else context
 
 
 PROPAGATORS: dict[str, TextMapPropagator] = {
@@ -31,7 +41,9 @@ PROPAGATORS: dict[str, TextMapPropagator] = {
     "baggage,tracecontext": CompositePropagator(
         [W3CBaggagePropagator(), TraceContextTextMapPropagator()]
     ),
-    "tracecontext,subclass": CompositePropagator([TraceContextTextMapPropagator(), Bagless()]),
+    "tracecontext,subclass": CompositePropagator(
+        [TraceContextTextMapPropagator(), TenantBaggage()]
+    ),
     "none": CompositePropagator([]),
 }
 ENVIRONS: dict[str, dict[str, str]] = {
@@ -40,6 +52,7 @@ ENVIRONS: dict[str, dict[str, str]] = {
     "baggage": {"HTTP_BAGGAGE": "tenant=acme"},
     "both": {"HTTP_TRACEPARENT": TRACEPARENT, "HTTP_BAGGAGE": "tenant=acme"},
     "malformed traceparent": {"HTTP_TRACEPARENT": "00-zz"},
+    "another header": {"HTTP_X_TENANT": "acme"},
 }
 
 
