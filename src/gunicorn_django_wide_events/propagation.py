@@ -65,18 +65,20 @@ def _keys_that_matter(propagator: TextMapPropagator) -> tuple[str, ...] | None:
 class CallerContext:
     """``propagate.extract(environ)`` for the global propagator, short-cut where it is known."""
 
-    __slots__ = ("_keys", "_propagator")
+    __slots__ = ("_known",)
 
     def __init__(self) -> None:
-        self._propagator: TextMapPropagator | None = None
-        self._keys: tuple[str, ...] | None = None
+        # (propagator, its keys that matter) in one attribute: threads of a gthread worker read
+        # and replace it without a lock, and must never pair one propagator with another's keys.
+        self._known: tuple[TextMapPropagator | None, tuple[str, ...] | None] = (None, None)
 
     def __call__(self, environ: Environ) -> Context:
         propagator = propagate.get_global_textmap()
-        if propagator is not self._propagator:  # set up, or replaced by the app
-            self._keys = _keys_that_matter(propagator)
-            self._propagator = propagator
-        keys = self._keys
+        known = self._known
+        if known[0] is not propagator:  # set up, or replaced by the app
+            known = (propagator, _keys_that_matter(propagator))
+            self._known = known
+        keys = known[1]
         if keys is not None:
             for key in keys:
                 if key in environ:
