@@ -15,9 +15,10 @@ kind) raising, so the exporter reports the batch as failed as it would with the 
 
 Fields are written in field-number order, as upb serializes them. The encoded bytes of
 attribute keys, resources and scopes are cached because they repeat in every span, and so is
-each span attribute's last string or integer value with its encoding: most of a wide event
-(method, route, view, host, status, worker) is the same from one request to the next. The
-caches are bounded, since nothing stops an application from inventing keys per request. For
+each attribute key's last string, integer or boolean value with its encoding (see
+``_AttributeFields``): most of a wide event (method, route, view, host, status, worker) is the
+same from one request to the next. The caches are bounded, since nothing stops an application
+from inventing keys per request. For
 the SDK's own span classes, ``_attributes``, ``_events`` and ``_links`` are read instead of the
 properties that copy them (see ``_sdk_span_types``: checked once at import, public otherwise).
 """
