@@ -384,9 +384,7 @@ def _append_attributes(
     if not attributes:
         return
     string_head = _VALUE_STRING_HEAD
-    small_int = _VALUE_SMALL_INT
     pack_double = _VALUE_DOUBLE.pack
-    pack_int2 = _VALUE_INT2.pack
     encoders = _VALUE_FIELD_ENCODERS
     headers = fields.headers
     entries = fields.keys
@@ -409,13 +407,7 @@ def _append_attributes(
                     continue
                 pieces = (headers[length], key_field, string_head[len(text)], text)
             else:
-                if value_type is int and 0 <= value < 0x4000:
-                    value_field = (
-                        small_int[value]
-                        if value < 0x80
-                        else pack_int2(0x12, 3, 0x18, value & 0x7F | (value << 1) & 0x7F00 | 0x80)
-                    )
-                elif value_type is float:
+                if value_type is float:
                     value_field = pack_double(0x12, 9, 0x21, value)
                 elif value_type is bool:
                     value_field = _VALUE_TRUE if value else _VALUE_FALSE
