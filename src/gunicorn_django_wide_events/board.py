@@ -291,19 +291,19 @@ class Board:
         """Where ``slot``'s request region (its seqlock counter, then ``_REQUEST``) starts."""
         return self._slot_offset(slot) + self._monitor_size
 
+    # The counter is written with a slice assignment, not _SEQ.pack_into: pack_into zero-fills
+    # its bytes before writing them, and a reader that saw that passing 0 before and after a
+    # payload write would take a torn read as whole.
+
     def _begin_write(self, offset: int) -> int:
-        seq: int = _SEQ.unpack_from(self.buffer, offset)[0]
+        buffer = self.buffer
+        seq: int = _SEQ.unpack_from(buffer, offset)[0]
         seq |= 1  # odd: a write is under way (also after a writer died mid-write)
-        self._write_counter(offset, seq)
+        buffer[offset : offset + _SEQ.size] = _SEQ.pack(seq)
         return seq - 1
 
     def _end_write(self, offset: int, seq: int) -> None:
-        self._write_counter(offset, seq & 0xFFFFFFFF)
-
-    def _write_counter(self, offset: int, seq: int) -> None:
-        # Not _SEQ.pack_into: it zero-fills its bytes before writing them, and a reader that
-        # saw that passing 0 before and after a payload write would take a torn read as whole.
-        self.buffer[offset : offset + _SEQ.size] = _SEQ.pack(seq)
+        self.buffer[offset : offset + _SEQ.size] = _SEQ.pack(seq & 0xFFFFFFFF)
 
     def _read(self, layout: struct.Struct, offset: int) -> tuple[Any, ...]:
         """Read the seqlock region at ``offset``: its counter, then ``layout`` right after it.
@@ -330,24 +330,22 @@ class RequestWriter:
 
     ``Board.write_request`` packs every field; a request's start writes only what changes (no
     pid, no statement) and its end only ``started_at`` (0: the slot is idle) and ``event_out``.
-    These run twice per request, so the seqlock's steps (``Board._begin_write`` and
-    ``_end_write``) are written out in them rather than called.
     """
 
-    __slots__ = ("_buffer", "_busy_at", "_counter", "_offset")
+    __slots__ = ("_board", "_buffer", "_busy_at", "_offset")
 
     def __init__(self, board: Board, offset: int, slot: int) -> None:
+        self._board = board
         self._buffer = board.buffer
         self._offset = offset
-        self._counter = slice(offset, offset + _SEQ.size)
         self._busy_at = board._busy_at + slot
 
     def started(self, requests: int, started_at: float, ids: bytes, method: str, path: str) -> None:
         """``ids``: trace_id (16 bytes), span_id and parent_span_id (8 each), big-endian."""
+        board = self._board
         buffer = self._buffer
         offset = self._offset
-        seq = _SEQ.unpack_from(buffer, offset)[0] | 1
-        buffer[self._counter] = _SEQ.pack(seq)
+        seq = board._begin_write(offset)
         _REQUEST_START.pack_into(
             buffer,
             offset + _SEQ.size + _REQUEST_START_AT,
@@ -359,15 +357,15 @@ class RequestWriter:
             method.encode("utf-8", "replace"),
             path.encode("utf-8", "replace"),
         )
-        buffer[self._counter] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
+        board._end_write(offset, seq + 2)
         buffer[self._busy_at] = 1
 
     def finished(self) -> None:
+        board = self._board
         buffer = self._buffer
         offset = self._offset
-        seq = _SEQ.unpack_from(buffer, offset)[0] | 1
-        buffer[self._counter] = _SEQ.pack(seq)
+        seq = board._begin_write(offset)
         _STARTED_AT.pack_into(buffer, offset + _SEQ.size + _STARTED_AT_AT, 0.0)
         buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 0
-        buffer[self._counter] = _SEQ.pack((seq + 1) & 0xFFFFFFFF)
+        board._end_write(offset, seq + 2)
         buffer[self._busy_at] = 0
