@@ -15,12 +15,12 @@ kind) raising, so the exporter reports the batch as failed as it would with the 
 
 Fields are written in field-number order, as upb serializes them. The encoded bytes of
 attribute keys, resources and scopes are cached because they repeat in every span, and so is
-each attribute key's last string, integer or boolean value with its encoding (see
-``_AttributeFields``): most of a wide event (method, route, view, host, status, worker) is the
-same from one request to the next. The caches are bounded, since nothing stops an application
-from inventing keys per request. For
-the SDK's own span classes, ``_attributes``, ``_events`` and ``_links`` are read instead of the
-properties that copy them (see ``_sdk_span_types``: checked once at import, public otherwise).
+each attribute key's last string, integer, boolean or non-zero float value with its encoding
+(see ``_AttributeFields``): most of a wide event (method, route, view, host, status, worker,
+the monitor's samples) is the same from one request to the next. The caches are bounded, since
+nothing stops an application from inventing keys per request. For the SDK's own span classes,
+``_attributes``, ``_events`` and ``_links`` are read instead of the properties that copy them
+(see ``_sdk_span_types``: checked once at import, public otherwise).
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ class _AttributeFields:
 
     ``headers``: the tag plus one-byte length for every KeyValue under 128 bytes, indexed by
     that length. ``keys``: for each key seen (the first KEY_CACHE_SIZE), its encoded key and
-    its last str, int or bool value with that whole KeyValue's encoding. The tag is part of the
-    encoding, so each message's field keeps its own.
+    its last str, int, bool or non-zero float value with that whole KeyValue's encoding. The
+    tag is part of the encoding, so each message's field keeps its own.
     """
 
     __slots__ = ("headers", "keys", "tag")
@@ -366,7 +366,8 @@ _VALUE_FIELD_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
 
 
 # Values that are remembered with their encoding: immutable, and equal only to themselves within
-# their type. Not floats: 0.0 == -0.0 but they encode differently (and floats rarely repeat).
+# their type. Floats too (the monitor's samples repeat for a whole interval), but not zero:
+# 0.0 == -0.0, yet they encode differently. A NaN is never equal to the last one, so never reused.
 _REPEATABLE_TYPES: Final = frozenset((str, int, bool))
 
 
@@ -375,29 +376,31 @@ def _append_attributes(
 ) -> None:
     """Append one ``fields`` entry (tag, length, KeyValue) per attribute to ``parts``.
 
-    This is the hot loop: lookups are bound to locals, a value seen last time for the same key
-    reuses its encoding, a string (most attributes) is encoded inline, and pieces are appended
-    for one ``b"".join`` to copy rather than concatenated here. An attribute that cannot be
-    encoded is logged and skipped, as the stock encoder does; each attribute is appended whole
-    or not at all, so a failure leaves nothing half-written.
+    This is the hot loop: the keys' entries are looked up in one ``map``, a value seen last
+    time for the same key reuses its encoding (the same object often: a constant, a small int,
+    the monitor's samples), a string (most attributes) is encoded inline, and pieces are
+    appended for one ``b"".join`` to copy rather than concatenated here. An attribute that
+    cannot be encoded is logged and skipped, as the stock encoder does; each attribute is
+    appended whole or not at all, so a failure leaves nothing half-written.
     """
     if not attributes:
         return
     string_head = _VALUE_STRING_HEAD
-    pack_double = _VALUE_DOUBLE.pack
-    encoders = _VALUE_FIELD_ENCODERS
     headers = fields.headers
-    entries = fields.keys
+    plain = _as_dict(attributes)
     pieces: tuple[bytes, ...]
-    for key, value in _as_dict(attributes).items():
+    for key, value, known in zip(plain, plain.values(), map(fields.keys.get, plain), strict=True):
         try:
-            value_type = type(value)
-            entry = entries.get(key) or fields.new_entry(key)
-            last_value, last_pieces = entry[1]
-            if type(last_value) is value_type and last_value == value:
-                parts += last_pieces
-                continue
+            if known is not None:
+                last_value, last_pieces = known[1]
+                # Only values of _REPEATABLE_TYPES are kept, so the same object is the same
+                # value; an equal one must be of the same type too (1 == True == 1.0).
+                if last_value is value or (type(last_value) is type(value) and last_value == value):
+                    parts += last_pieces
+                    continue
+            entry = known or fields.new_entry(key)
             key_field = entry[0]
+            value_type = type(value)
             if value_type is str:
                 text = value.encode()
                 length = len(key_field) + len(text) + 4
@@ -408,11 +411,11 @@ def _append_attributes(
                 pieces = (headers[length], key_field, string_head[len(text)], text)
             else:
                 if value_type is float:
-                    value_field = pack_double(0x12, 9, 0x21, value)
+                    value_field = _VALUE_DOUBLE.pack(0x12, 9, 0x21, value)
                 elif value_type is bool:
                     value_field = _VALUE_TRUE if value else _VALUE_FALSE
                 else:
-                    value_field = encoders.get(value_type, _value_field)(value)
+                    value_field = _VALUE_FIELD_ENCODERS.get(value_type, _value_field)(value)
                 length = len(key_field) + len(value_field)
                 pieces = (
                     (headers[length], key_field, value_field)
@@ -420,7 +423,7 @@ def _append_attributes(
                     else (fields.tag, _varint(length), key_field, value_field)
                 )
             parts += pieces
-            if value_type in _REPEATABLE_TYPES:
+            if value_type in _REPEATABLE_TYPES or (value_type is float and value):
                 entry[1] = (value, pieces)
         except Exception:  # the stock encoder drops the attribute and logs it, so do we
             _logger.exception("Failed to encode key %s", key)

@@ -592,7 +592,7 @@ def test_the_key_cache_remembers_repeated_keys() -> None:
 # never hand one of them the encoding of another.
 LOOKALIKE_VALUES: tuple[Any, ...] = (
     1, True, 1.0, Color.RED, "1", Label("1"), 0, False, 0.0, -0.0, "", ("1",), ["1"], 2**40,
-    "x" * 200, "x" * 200, "x", Ratio(1.0), 1,
+    "x" * 200, "x" * 200, "x", Ratio(1.0), 1, 1.0, 1.0, -0.0, 0.0, math.nan, math.nan, 1,
 )  # fmt: skip
 
 
