@@ -89,7 +89,8 @@ class GunicornHooks:
         self.export.take_over(dict(os.environ))
 
     def arbiter_tick(self, server: Any) -> None:
-        """Once per turn of the arbiter's main loop: resume the monitor a fork stopped."""
+        """After gunicorn managed its workers (at start, then once per turn of its main loop):
+        resume the monitor a fork stopped."""
         if self.monitor is not None:
             self.monitor.resume()
 

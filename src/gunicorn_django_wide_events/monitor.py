@@ -10,7 +10,8 @@ Fork Safety:
     forks. After fork in the parent: it is *not* started there, unlike gunicorn's own thread:
     Python 3.13 counts the threads for its multi-threaded-fork warning after the parent's
     handlers ran, so a thread restarted there would be reported. ``resume()`` starts it again
-    from the arbiter's main loop (``server.py``), once gunicorn is done forking for this round.
+    once gunicorn is done forking for this round (after ``Arbiter.manage_workers``, see
+    ``server.py``).
     After fork in the child: the copy is forgotten (workers do not monitor).
 """
 

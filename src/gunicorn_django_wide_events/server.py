@@ -4,8 +4,9 @@
 the configuration (the user's hooks included) is loaded and before any worker is forked. That
 is where our hooks are chained with the user's, where the contrib Django instrumentation steps
 aside, and where the master hands export over to the workers (``ForkSafeExport.take_over``).
-``Arbiter.murder_workers``, run once per turn of the master's loop, is where the monitor thread
-resumes after gunicorn forked (see ``monitor.py``).
+``Arbiter.manage_workers``, which forks the workers gunicorn is missing and runs once at start
+and once per turn of the master's loop, is where the monitor thread resumes as soon as gunicorn
+is done forking (see ``monitor.py``).
 """
 
 from __future__ import annotations
@@ -69,16 +70,17 @@ def attach_to_arbiter(hooks: GunicornHooks) -> None:
 
     Arbiter.setup = setup
 
-    # murder_workers runs once per turn of the arbiter's loop, in every gunicorn version.
-    original_murder_workers = Arbiter.murder_workers
+    # manage_workers runs at start and once per turn of the arbiter's loop, in every gunicorn
+    # version; the monitor resumes right after its forks, not a turn (up to a second) later.
+    original_manage_workers = Arbiter.manage_workers
 
-    def murder_workers(arbiter: Arbiter) -> None:
+    def manage_workers(arbiter: Arbiter) -> None:
+        original_manage_workers(arbiter)
         with _tick_guard:
             hooks.arbiter_tick(arbiter)
-        original_murder_workers(arbiter)
 
-    murder_workers.__wrapped__ = original_murder_workers  # type: ignore[attr-defined]
-    Arbiter.murder_workers = murder_workers
+    manage_workers.__wrapped__ = original_manage_workers  # type: ignore[attr-defined]
+    Arbiter.manage_workers = manage_workers
     # child_exit is not told how a worker ended; this records it (see fallback.ExitStatuses).
     gunicorn.arbiter.os = hooks.exit_statuses
 
@@ -87,6 +89,6 @@ def detach_from_arbiter() -> None:
     global _original_setup  # noqa: PLW0603
     if _original_setup is not None:
         Arbiter.setup = _original_setup
-        Arbiter.murder_workers = Arbiter.murder_workers.__wrapped__
+        Arbiter.manage_workers = Arbiter.manage_workers.__wrapped__
         _original_setup = None
         gunicorn.arbiter.os = os

@@ -200,6 +200,28 @@ def test_monitor_thread_never_crosses_a_fork(
     assert FORK_WARNING not in server.log_text()
 
 
+def test_the_monitor_samples_a_new_worker_as_soon_as_gunicorn_forked_it(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """The monitor resumes once gunicorn's forks are done, not a turn of its loop later.
+
+    With an interval longer than the test, the only sample of the worker is the one the monitor
+    takes when it resumes after the fork. gunicorn's loop waits up to a second per turn, so a
+    resume in the loop samples about a second after the worker started; one right after
+    ``manage_workers`` samples within gunicorn's spawn (at most 0.1 s) and one psutil read.
+    """
+    server = gunicorn_server(workers=1, env={"WIDE_EVENTS_MONITOR_INTERVAL": "60"})
+    server.wait_for_workers(1)
+    event = events_until(server, receiver, lambda e: "gunicorn.worker.memory.rss" in e.attributes)
+
+    attributes = event.attributes
+    # worker age - sample age = when the sample was taken, counted from the worker's start.
+    sampled_after_start_s = (
+        attributes["gunicorn.worker.age"] - attributes["gunicorn.monitor.sample_age_ms"] / 1e3
+    )
+    assert sampled_after_start_s < 0.6, attributes
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL])
 def test_master_killed_leaves_nothing_in_dev_shm(
     gunicorn_server: StartGunicorn, signum: signal.Signals
