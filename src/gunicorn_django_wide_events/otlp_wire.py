@@ -365,9 +365,10 @@ _VALUE_FIELD_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
 }
 
 
-# Values that are remembered with their encoding: immutable, and equal only to themselves within
-# their type. Floats too (the monitor's samples repeat for a whole interval), but not zero:
-# 0.0 == -0.0, yet they encode differently. A NaN is never equal to the last one, so never reused.
+# Values remembered with their encoding are immutable and equal only to themselves within their
+# type: values of these types, and floats other than zero (0.0 == -0.0, yet they encode
+# differently; a NaN is never equal to the last one, so it is never reused). Floats repeat where
+# they come from the monitor's samples, which stay the same for a whole interval.
 _REPEATABLE_TYPES: Final = frozenset((str, int, bool))
 
 
@@ -393,8 +394,8 @@ def _append_attributes(
         try:
             if known is not None:
                 last_value, last_pieces = known[1]
-                # Only values of _REPEATABLE_TYPES are kept, so the same object is the same
-                # value; an equal one must be of the same type too (1 == True == 1.0).
+                # Only repeatable values are kept (see _REPEATABLE_TYPES), so the same object
+                # is the same value; an equal one must be of the same type too (1 == True).
                 if last_value is value or (type(last_value) is type(value) and last_value == value):
                     parts += last_pieces
                     continue
