@@ -7,9 +7,10 @@ wraps it, with the same parts: the SDK tracer provider with the package's worker
 processor (its batch thread exporting to an exporter that keeps nothing), a board holding the
 monitor's samples, this process's slot, the watchdog thread, Django's URL and database hooks.
 Requests are called in this process with a gunicorn-like environ; ``sys.settrace`` counts the
-bytecode instructions each function executes in this (the request's) thread, per request. The
-export thread's share, encoding each finished span, is counted the same way by encoding the
-spans of those requests with ``otlp_wire``.
+bytecode instructions each function executes in this (the request's) thread, per request, and
+the same for the bare handler (the package's Django hooks stay installed there; with no event
+they return at once). The export thread's share, encoding each finished span, is counted the
+same way by encoding the spans of those requests with ``otlp_wire``.
 
 Counts are exact and repeatable, whatever else the machine does, so a change to the request
 path shows its effect here at once; timed benchmarks (``throughput.py``, ``compare.py``) tell
@@ -20,6 +21,7 @@ what the counts cost. Under load a bytecode of the package costs more than one o
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import sys
@@ -33,7 +35,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 PACKAGE = "gunicorn_django_wide_events"
 
-Call = Callable[[], None]
+Call = Callable[[], object]
+WSGIApp = Callable[..., Iterable[bytes]]
 
 
 def gunicorn_environ(path: str) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def gunicorn_environ(path: str) -> dict[str, Any]:
     }
 
 
-def request_caller(app: Callable[..., Iterable[bytes]], path: str) -> Call:
+def request_caller(app: WSGIApp, path: str) -> Call:
     """One request through ``app`` as gunicorn serves it: call, iterate the body, close it."""
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -125,8 +128,9 @@ def short_name(filename: str, qualname: str) -> str:
     return f"{Path(filename).name}:{qualname}"
 
 
-def set_up(database: Path) -> tuple[Callable[..., Iterable[bytes]], Any, list[Any]]:
-    """The app bare, the same app wrapped as a worker wraps it, and where its spans end up."""
+def set_up(database: Path) -> tuple[WSGIApp, WSGIApp, Any, list[Any]]:
+    """The app bare, the same app wrapped as a worker wraps it, its span processor, and the
+    list its finished spans end up in."""
     sys.path.insert(0, str(BENCH_DIR))
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchapp.settings"
     os.environ["BENCHAPP_DATABASE"] = str(database)
@@ -151,11 +155,9 @@ def set_up(database: Path) -> tuple[Callable[..., Iterable[bytes]], Any, list[An
 
     class KeepingExporter(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            if keep_spans:
-                finished.extend(spans)
+            finished.extend(spans)
             return SpanExportResult.SUCCESS
 
-    keep_spans = True
     create_database(str(database))
     django.setup()
     provider = TracerProvider()
@@ -187,7 +189,7 @@ def set_up(database: Path) -> tuple[Callable[..., Iterable[bytes]], Any, list[An
         slot=slot,
         watchdog=watchdog,
     )
-    return app, (wrapped, processor), finished
+    return app, wrapped, processor, finished
 
 
 def report(title: str, per_call: dict[tuple[str, str], float], top: int) -> None:
@@ -212,7 +214,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--top", type=int, default=25, help="functions listed per view")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wide-events-opcodes-") as tmp:
-        app, (wrapped, processor), finished = set_up(Path(tmp) / "bench.sqlite3")
+        app, wrapped, processor, finished = set_up(Path(tmp) / "bench.sqlite3")
         from gunicorn_django_wide_events import otlp_wire
 
         print("bytecodes executed per request (request thread), and per span encoded (export)")
@@ -234,7 +236,7 @@ def main(argv: Sequence[str]) -> int:
             spans = list(finished)
             encoder = OpcodeCounter()
             otlp_wire.encode_spans(spans)  # warm
-            encoder.run(lambda spans=spans: otlp_wire.encode_spans(spans), 1)  # type: ignore[misc]
+            encoder.run(functools.partial(otlp_wire.encode_spans, spans), 1)
             report(f"export, per span ({len(spans)} in one batch)", encoder.per_call(len(spans)), 8)
     return 0
 
