@@ -12,9 +12,10 @@ the same for the bare handler (the package's Django hooks stay installed there; 
 they return at once). The export thread's share, encoding each finished span, is counted the
 same way by encoding the spans of those requests with ``otlp_wire``.
 
-Counts are exact and repeatable, whatever else the machine does, so a change to the request
-path shows its effect here at once; timed benchmarks (``throughput.py``, ``compare.py``) tell
-what the counts cost. Under load a bytecode of the package costs more than one of Django's
+Counts hardly move from run to run, whatever else the machine does (a few follow timing: which
+query was the slowest, which values repeat), so a change to the request path shows its effect
+here at once; timed benchmarks (``throughput.py``, ``compare.py``) tell what the counts cost.
+Under load a bytecode of the package costs more than one of Django's
 (its code and data are cold by then), so the counts rank work, they do not convert to time.
 """
 
