@@ -211,8 +211,7 @@ def test_every_region_reads_back_its_own_pattern() -> None:
     for slot in range(capacity):
         assert board.read_monitor(slot) == worker_sample(slot)
         assert board.read_request(slot) == as_request(request_payload(slot))
-    assert board.count_in_use_and_busy()[0] == capacity
-    assert board.count_in_use_and_busy()[1] == capacity
+    assert board.count_in_use_and_busy() == (capacity, capacity)
     assert struct.unpack_from("=II", board.buffer, 0) == (0x57494445, capacity)
 
 
@@ -356,8 +355,7 @@ def test_free_slot_clears_busy() -> None:
     board.write_request(slot, pid=1, spawned_at=1.0, requests=1, started_at=5.0)
     assert board.count_in_use_and_busy()[1] == 1
     board.free_slot(slot)
-    assert board.count_in_use_and_busy()[1] == 0
-    assert board.count_in_use_and_busy()[0] == 0
+    assert board.count_in_use_and_busy() == (0, 0)
     assert board.slots_in_use() == []
 
 
@@ -371,8 +369,7 @@ def test_counts_follow_assign_free_and_busy() -> None:
         board.write_request(slot, pid=slot, spawned_at=1.0, requests=1, started_at=2.0)
     board.free_slot(0)
     assert board.slots_in_use() == [1, 2, 3, 4]
-    assert board.count_in_use_and_busy()[0] == 4
-    assert board.count_in_use_and_busy()[1] == 3
+    assert board.count_in_use_and_busy() == (4, 3)
 
 
 # -- request, monitor and server round trips ---------------------------------------------------
