@@ -112,11 +112,19 @@ class WorkerSlot:
             _read_guard.report()
 
     def _read_samples(self) -> bool:
-        """Keep the monitor's samples as attributes; False on a torn read (kept as they were)."""
+        """Keep the monitor's samples as attributes; False on a torn read or while the monitor
+        is between this worker's sample and the server's (both kept as they were).
+
+        The monitor writes every worker's sample, then the server's, each pass stamped alike:
+        a server sample older than this worker's is the previous pass's, whose sums leave this
+        worker's new figures out (the first pass after a fork sums no worker at all).
+        """
         try:
             own = self.board.read_monitor(self.slot)
             server = self.board.read_server()
         except TornRead:
+            return False
+        if own is not None and (server is None or server.sampled_at < own.sampled_at):
             return False
         attributes: dict[str, AttributeValue] = {}
         if own is not None:

@@ -75,7 +75,7 @@ def test_every_event_carries_its_worker_and_the_server(
     assert attributes["gunicorn.workers.total"] == 3
     assert attributes["gunicorn.workers.busy"] >= 1  # this request
     assert attributes["gunicorn.worker.memory.rss"] > 10_000_000
-    # The sum over the three workers (own and sum may come from two different samples).
+    # The sum over the three workers, from the same pass of the monitor as the own sample.
     assert attributes["gunicorn.workers.memory.rss"] > 3 * 10_000_000
     assert attributes["gunicorn.listen.backlog"] >= 0
     assert 0 <= attributes["gunicorn.monitor.sample_age_ms"] < 30_000

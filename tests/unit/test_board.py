@@ -887,6 +887,40 @@ def test_add_attributes_follows_each_new_sample(span: Span) -> None:
         seen.append(n)
 
 
+def test_add_attributes_never_pairs_a_worker_sample_with_an_older_server_sample() -> None:
+    """Mid-pass (this worker's sample written, the server's not yet) the last whole pass is
+    kept; once the pass is done, both samples of it come together."""
+    board = Board(2)
+    board.assign_slot()
+    worker = WorkerSlot(board, 0)
+    board.write_monitor(0, worker_sample(1))
+    board.write_server(server_sample(1))
+    attributes: dict[str, AttributeValue] = {}
+    worker.add_attributes(attributes)
+    assert attributes[attr.GUNICORN_WORKER_MEMORY_RSS] == worker_sample(1).rss
+
+    board.write_monitor(0, worker_sample(2))
+    worker.add_attributes(attributes)
+    assert attributes[attr.GUNICORN_WORKER_MEMORY_RSS] == worker_sample(1).rss
+    assert attributes[attr.GUNICORN_WORKERS_MEMORY_RSS] == server_sample(1).workers_rss
+
+    board.write_server(server_sample(2))
+    worker.add_attributes(attributes)
+    assert attributes[attr.GUNICORN_WORKER_MEMORY_RSS] == worker_sample(2).rss
+    assert attributes[attr.GUNICORN_WORKERS_MEMORY_RSS] == server_sample(2).workers_rss
+
+
+def test_a_worker_sample_without_a_server_sample_is_not_used_alone() -> None:
+    """The first pass is under way: nothing from the monitor yet, only the counts."""
+    board = Board(2)
+    board.assign_slot()
+    worker = WorkerSlot(board, 0)
+    board.write_monitor(0, worker_sample(1))
+    attributes: dict[str, AttributeValue] = {}
+    worker.add_attributes(attributes)
+    assert set(attributes) == BASE_WORKER_ATTRIBUTES
+
+
 def test_add_attributes_after_a_torn_read_reads_again() -> None:
     """A torn read is not kept: once the sample is whole again, the next event carries it."""
     board = Board(2)
