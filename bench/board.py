@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
-from gunicorn_django_wide_events.board import Board, ServerSample, WorkerSample
-from gunicorn_django_wide_events.monitor import Monitor, listen_backlog
-from gunicorn_django_wide_events.worker_slot import WorkerSlot
+from gunicorn_django_wide_events._board import Board, ServerSample, WorkerSample
+from gunicorn_django_wide_events._master.monitor import Monitor, listen_backlog
+from gunicorn_django_wide_events._worker.slot import WorkerSlot
 
 REQUEST_GOAL_US = 10.0  # board write + read per request
 MONITOR_GOAL_PERCENT = 1.0  # of one core

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from gunicorn_django_wide_events.otlp_wire import encode_spans as wire_encode_spans
+from gunicorn_django_wide_events._export.otlp_wire import encode_spans as wire_encode_spans
 
 WIDE_40 = "wide, 40 attrs"
 WIDE_40_60 = "wide, 40-60 attrs"
@@ -90,7 +90,7 @@ def wide_attributes(rng: random.Random, n: int, count: int, failed: bool) -> dic
         "http.response.status_code": rng.choice((200, 200, 200, 201, 302, 404, 500)),
         "http.request.body.size": rng.randrange(0, 4096),
         "http.response.body.size": rng.randrange(200, 250_000),
-        "enduser.id": str(rng.randrange(1, 10**7)),
+        "user.id": str(rng.randrange(1, 10**7)),
         "wide_event.type": "request",
         "wide_event.cpu_time_ms": rng.uniform(0.5, 80),
         "wide_event.queue_time_ms": rng.uniform(0, 5),

@@ -143,14 +143,17 @@ def set_up(database: Path) -> tuple[WSGIApp, WSGIApp, Any, list[Any]]:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from gunicorn_django_wide_events import django_db, django_request
-    from gunicorn_django_wide_events.board import Board, ServerSample, WorkerSample
-    from gunicorn_django_wide_events.config import Config
-    from gunicorn_django_wide_events.export import WorkerSpanProcessor, raise_span_attribute_limit
-    from gunicorn_django_wide_events.http_request import HttpAttributes
-    from gunicorn_django_wide_events.server_span import server_span_starter
-    from gunicorn_django_wide_events.watchdog import Deadlines, Watchdog
-    from gunicorn_django_wide_events.worker_slot import WorkerSlot
-    from gunicorn_django_wide_events.wsgi import WideEventsMiddleware
+    from gunicorn_django_wide_events._board import Board, ServerSample, WorkerSample
+    from gunicorn_django_wide_events._config import Config
+    from gunicorn_django_wide_events._export.handover import (
+        WorkerSpanProcessor,
+        raise_span_attribute_limit,
+    )
+    from gunicorn_django_wide_events._worker.http import HttpAttributes
+    from gunicorn_django_wide_events._worker.slot import WorkerSlot
+    from gunicorn_django_wide_events._worker.span import server_span_starter
+    from gunicorn_django_wide_events._worker.watchdog import Deadlines, Watchdog
+    from gunicorn_django_wide_events._worker.wsgi import WideEventsMiddleware
 
     finished: list[ReadableSpan] = []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_django_wide_events.config import ENV_PREFIX, SETTINGS, Setting, default_of
+from gunicorn_django_wide_events._config import ENV_PREFIX, SETTINGS, Setting, default_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ before any worker is forked, which is exactly when this has to happen. Under
 
 from __future__ import annotations
 
-from .instrumentor import WideEventsInstrumentor
+from ._instrumentor import WideEventsInstrumentor
 
 if not WideEventsInstrumentor().is_instrumented_by_opentelemetry:
     from opentelemetry.instrumentation.auto_instrumentation import initialize

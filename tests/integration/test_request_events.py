@@ -235,12 +235,13 @@ def test_secrets_never_leave_the_process(server: GunicornServer, receiver: OtlpR
 
 
 def test_user_id_is_captured_when_turned_on(server: GunicornServer, receiver: OtlpReceiver) -> None:
-    """With WIDE_EVENTS_CAPTURE_USER_ID on, an authenticated user's id is enduser.id."""
+    """With WIDE_EVENTS_CAPTURE_USER_ID on, the user's id is user.id, not enduser.id."""
     logged_in = the_event(server, receiver, send(server, "/ok/", headers={"X-Test-User": "42"}))
     anonymous = the_event(server, receiver, send(server, "/ok/"))
 
-    assert logged_in.attributes["enduser.id"] == "42"
-    assert "enduser.id" not in anonymous.attributes
+    assert logged_in.attributes["user.id"] == "42"
+    assert "user.id" not in anonymous.attributes
+    assert "enduser.id" not in logged_in.attributes
 
 
 def test_request_body_size_and_queue_time(server: GunicornServer, receiver: OtlpReceiver) -> None:

@@ -49,7 +49,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from gunicorn_django_wide_events.otlp_exporters import (
+from gunicorn_django_wide_events._export.exporters import (
     EXPORT_METHOD,
     WireGrpcSpanExporter,
     WireHttpSpanExporter,

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
-from gunicorn_django_wide_events import attributes as attr
-from gunicorn_django_wide_events.board import (
+from gunicorn_django_wide_events import _attributes as attr
+from gunicorn_django_wide_events._board import (
     METHOD_BYTES,
     PATH_BYTES,
     SQL_BYTES,
@@ -33,9 +33,9 @@ from gunicorn_django_wide_events.board import (
     WorkerRequest,
     WorkerSample,
 )
-from gunicorn_django_wide_events.guard import forget_reports
-from gunicorn_django_wide_events.monitor import Monitor, listen_backlog
-from gunicorn_django_wide_events.worker_slot import WorkerSlot
+from gunicorn_django_wide_events._guard import forget_reports
+from gunicorn_django_wide_events._master.monitor import Monitor, listen_backlog
+from gunicorn_django_wide_events._worker.slot import WorkerSlot
 
 # The layout as board.py documents it, spelled out independently so that a change to the
 # binary layout shows up here. All native byte order, no padding ("="). Each seqlock region is

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from gunicorn_django_wide_events import config
-from gunicorn_django_wide_events.config import (
+from gunicorn_django_wide_events import _config as config
+from gunicorn_django_wide_events._config import (
     DEFAULT_REDACT_QUERY_KEYS,
     SETTINGS,
     Config,

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from gunicorn_django_wide_events.console import (
+from gunicorn_django_wide_events._export.console import (
     WideEventConsoleExporter,
     format_logfmt,
 )

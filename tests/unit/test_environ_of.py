@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from gunicorn_django_wide_events.config import Config
-from gunicorn_django_wide_events.http_request import HttpAttributes
-from gunicorn_django_wide_events.rejected import environ_of
+from gunicorn_django_wide_events._config import Config
+from gunicorn_django_wide_events._worker.http import HttpAttributes
+from gunicorn_django_wide_events._worker.rejected import environ_of
 
 
 class FakeRequest:

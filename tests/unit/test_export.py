@@ -46,8 +46,9 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gunicorn_django_wide_events import export
-from gunicorn_django_wide_events.export import (
+from gunicorn_django_wide_events._export import handover as export
+from gunicorn_django_wide_events._export.exporters import WireGrpcSpanExporter, WireHttpSpanExporter
+from gunicorn_django_wide_events._export.handover import (
     DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT,
     HANDOVER_LOGGERS,
     ForkSafeExport,
@@ -56,8 +57,7 @@ from gunicorn_django_wide_events.export import (
     logging_silenced,
     raise_span_attribute_limit,
 )
-from gunicorn_django_wide_events.guard import LOGGER_NAME, forget_reports
-from gunicorn_django_wide_events.otlp_exporters import WireGrpcSpanExporter, WireHttpSpanExporter
+from gunicorn_django_wide_events._guard import LOGGER_NAME, forget_reports
 
 # Names the SDK gives its export threads (BatchProcessor, PeriodicExportingMetricReader).
 OTEL_THREAD_PREFIX = "Otel"

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 
 import gunicorn_django_wide_events
 from gunicorn_django_wide_events import Config, WideEventsInstrumentor, add_fields
-from gunicorn_django_wide_events.request import RequestEvent, current_event
+from gunicorn_django_wide_events._worker.event import RequestEvent, current_event
 
 DOCUMENTED_API = {"Config", "WideEventsInstrumentor", "__version__", "add_fields"}
 
@@ -47,11 +47,11 @@ def test_every_exported_name_exists(name: str) -> None:
 
 def test_exported_objects_are_the_real_ones() -> None:
     """The exported names are the package's classes and function, and a version string."""
-    from gunicorn_django_wide_events.config import Config as ConfigClass
-    from gunicorn_django_wide_events.fields import add_fields as add_fields_function
-    from gunicorn_django_wide_events.instrumentor import (
+    from gunicorn_django_wide_events._config import Config as ConfigClass
+    from gunicorn_django_wide_events._instrumentor import (
         WideEventsInstrumentor as InstrumentorClass,
     )
+    from gunicorn_django_wide_events._worker.fields import add_fields as add_fields_function
 
     assert Config is ConfigClass
     assert add_fields is add_fields_function

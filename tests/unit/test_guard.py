@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gunicorn_django_wide_events import guard
-from gunicorn_django_wide_events.guard import forget_reports, log_once, never_raise
+from gunicorn_django_wide_events import _guard as guard
+from gunicorn_django_wide_events._guard import forget_reports, log_once, never_raise
 
 LOGGER = "gunicorn_django_wide_events"
 

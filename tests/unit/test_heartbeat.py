@@ -9,7 +9,7 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.workers.workertmp import WorkerTmp
 
-from gunicorn_django_wide_events.watchdog import Heartbeat
+from gunicorn_django_wide_events._worker.watchdog import Heartbeat
 
 
 @pytest.fixture

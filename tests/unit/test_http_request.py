@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gunicorn_django_wide_events import http_request
-from gunicorn_django_wide_events.config import Config
-from gunicorn_django_wide_events.http_request import (
+from gunicorn_django_wide_events._config import Config
+from gunicorn_django_wide_events._worker import http as http_request
+from gunicorn_django_wide_events._worker.http import (
     KNOWN_METHODS,
     MAX_VALUE_LENGTH,
     REDACTED,

@@ -13,7 +13,7 @@ from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagato
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gunicorn_django_wide_events.propagation import CallerContext, environ_getter
+from gunicorn_django_wide_events._worker.propagation import CallerContext, environ_getter
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

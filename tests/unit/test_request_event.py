@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
-from gunicorn_django_wide_events.attributes import exception_type_name
-from gunicorn_django_wide_events.request import RequestEvent
+from gunicorn_django_wide_events._attributes import exception_type_name
+from gunicorn_django_wide_events._worker.event import RequestEvent
 
 SQL_MAX = 2048
 

@@ -37,7 +37,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
-from gunicorn_django_wide_events.server_span import (
+from gunicorn_django_wide_events._worker.span import (
     ServerSpan,
     ServerSpanFactory,
     TracerSpanStarter,

@@ -19,12 +19,12 @@ from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_TYPE,
 )
 
-from .attributes import EventType, exception_type_name
-from .guard import never_raise
-from .http_request import HttpAttributes
-from .request import RequestEvent, exception_left_to_gunicorn
-from .server_span import SpanStarter
-from .worker_slot import NoSlot, WorkerSlot, no_slot
+from .._attributes import EventType, exception_type_name
+from .._guard import never_raise
+from .event import RequestEvent, exception_left_to_gunicorn
+from .http import HttpAttributes
+from .slot import NoSlot, WorkerSlot, no_slot
+from .span import SpanStarter
 
 _rejected_event: ContextVar[RequestEvent | None] = ContextVar(
     "gunicorn_django_wide_events.rejected_event", default=None

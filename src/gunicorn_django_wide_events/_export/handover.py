@@ -34,9 +34,9 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
-from .forking import wait_for_native_threads
-from .guard import log_once
-from .otlp_exporters import wire_exporter_for
+from .._forking import wait_for_native_threads
+from .._guard import log_once
+from .exporters import wire_exporter_for
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
 DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.util.types import AttributeValue
 
-from .request import current_event
+from .event import current_event
 
 
 def add_fields(fields: Mapping[str, AttributeValue]) -> bool:

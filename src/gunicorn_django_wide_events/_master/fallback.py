@@ -37,10 +37,10 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from . import attributes as attr
-from .attributes import EventType
-from .board import WorkerRequest
-from .export import build_exporter
+from .. import _attributes as attr
+from .._attributes import EventType
+from .._board import WorkerRequest
+from .._export.handover import build_exporter
 
 EXPORT_TIMEOUT_S: Final = 5.0
 

@@ -18,9 +18,9 @@ from typing import Any, Final
 import gunicorn.arbiter
 from gunicorn.arbiter import Arbiter
 
-from .contrib_django import retire_contrib_django_spans
-from .guard import never_raise
-from .hooks import GunicornHooks
+from ._guard import never_raise
+from ._hooks import GunicornHooks
+from ._worker.contrib_django import retire_contrib_django_spans
 
 _CHAINED: Final = "__wide_events_chained__"
 _setup_guard: Final = never_raise("gunicorn.arbiter_setup")

@@ -16,19 +16,19 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from .__about__ import __version__
-from .board import Board
-from .config import Config
-from .export import EXPORTER_LOGGERS, ForkSafeExport
-from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
-from .guard import LOGGER_NAME, forget_reports, log_once, never_raise
-from .http_request import HttpAttributes
-from .monitor import Monitor, register_fork_handlers
-from .process_resource import worker_resource
-from .rejected import RejectedRequests
-from .server_span import server_span_starter
-from .watchdog import NoWatchdog, Watchdog, deadlines_for, no_watchdog
-from .worker_slot import NoSlot, WorkerSlot, no_slot
-from .wsgi import WideEventsMiddleware
+from ._board import Board
+from ._config import Config
+from ._export.handover import EXPORTER_LOGGERS, ForkSafeExport
+from ._export.resource import worker_resource
+from ._guard import LOGGER_NAME, forget_reports, log_once, never_raise
+from ._master.fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
+from ._master.monitor import Monitor, register_fork_handlers
+from ._worker.http import HttpAttributes
+from ._worker.rejected import RejectedRequests
+from ._worker.slot import NoSlot, WorkerSlot, no_slot
+from ._worker.span import server_span_starter
+from ._worker.watchdog import NoWatchdog, Watchdog, deadlines_for, no_watchdog
+from ._worker.wsgi import WideEventsMiddleware
 
 TRACER_NAME: Final = "gunicorn_django_wide_events"
 SLOT_ATTRIBUTE: Final = "wide_events_slot"  # set on gunicorn's Worker object by pre_fork

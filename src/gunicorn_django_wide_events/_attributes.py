@@ -1,4 +1,8 @@
-"""Attribute names of the wide event that this package owns: the public contract.
+"""The event contract: attribute names, and how every wide event is named, described and ended.
+
+Both sides end events: a worker (its request's end, a timeout, a request gunicorn rejected) and
+the master (the fallback event of a worker that died). ``finish_span`` is the one place either
+of them ends one, so that every event says its type, error and name the same way.
 
 Standard names come from ``opentelemetry.semconv.attributes`` (stable modules only). The few
 standard names used here whose semantic-convention module is still incubating are spelled out
@@ -7,12 +11,23 @@ below, so that an incubating module's churn cannot rename a field of the contrac
 
 from __future__ import annotations
 
+import traceback
 from typing import Final
+
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+)
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 # Standard names whose semconv module is still incubating.
 HTTP_REQUEST_BODY_SIZE: Final = "http.request.body.size"
 HTTP_RESPONSE_BODY_SIZE: Final = "http.response.body.size"
-ENDUSER_ID: Final = "enduser.id"
+USER_ID: Final = "user.id"
+"""The authenticated user's primary key (``enduser.id`` until semantic conventions 1.45)."""
 
 # What kind of event this is: one of the ``EventType`` values.
 WIDE_EVENT_TYPE: Final = "wide_event.type"
@@ -39,7 +54,7 @@ DJANGO_DB_SLOWEST_QUERY_MS: Final = "django.db.slowest_query_ms"
 DJANGO_DB_SLOWEST_QUERY: Final = "django.db.slowest_query"
 """Statement text of the slowest query, never its parameters."""
 
-# From the board (see board.py and worker_slot.py): the worker and its siblings.
+# From the board (see _board.py and _worker/slot.py): the worker and its siblings.
 GUNICORN_WORKER_ID: Final = "gunicorn.worker.id"
 """The worker's board slot: a small integer, stable while the worker lives."""
 GUNICORN_WORKER_AGE: Final = "gunicorn.worker.age"
@@ -87,3 +102,52 @@ class EventType:
     REQUEST: Final = "request"
     TIMEOUT: Final = "timeout"
     CRASH: Final = "crash"
+
+
+def exception_attributes(
+    exc: BaseException, *, stacktrace: bool = True, message_limit: int | None = None
+) -> dict[str, AttributeValue]:
+    """``exception.*`` attributes of ``exc``: for the event itself and for span events alike."""
+    attributes: dict[str, AttributeValue] = {
+        EXCEPTION_TYPE: exception_type_name(exc),
+        EXCEPTION_MESSAGE: str(exc)[:message_limit],
+    }
+    if stacktrace:
+        attributes[EXCEPTION_STACKTRACE] = "".join(traceback.format_exception(exc))
+    return attributes
+
+
+def span_name(method: str, route: str | None) -> str:
+    """``{method} {route}`` once the route is known, the method alone before (semconv)."""
+    return f"{method} {route}" if route else method
+
+
+def finish_span(
+    span: Span,
+    attributes: dict[str, AttributeValue],
+    event_type: str,
+    error: str | None,
+    *,
+    name: str | None = None,
+    end_time_ns: int | None = None,
+) -> None:
+    """End ``span`` as a wide event of ``event_type``: every event ends here.
+
+    ``error`` describes what went wrong (the span status), if anything; an event that is not a
+    plain request is an error in itself. ``attributes`` go on in one call: ``add_trusted`` on
+    the package's own span (see ``_worker/span.py``), ``set_attributes`` on any other.
+    """
+    attributes[WIDE_EVENT_TYPE] = event_type
+    if event_type != EventType.REQUEST:
+        attributes.setdefault(ERROR_TYPE, event_type)
+        error = error or event_type
+    add_trusted = getattr(span, "add_trusted", None)
+    if add_trusted is not None:
+        add_trusted(attributes)
+    else:
+        span.set_attributes(attributes)
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+    if name is not None:
+        span.update_name(name)
+    span.end(end_time_ns)

@@ -31,11 +31,11 @@ from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 
-from . import attributes as attr
-from .attributes import EventType
-from .export import WorkerSpanProcessor
-from .guard import logger, never_raise
-from .worker_slot import NoSlot, WorkerSlot
+from .. import _attributes as attr
+from .._attributes import EventType
+from .._export.handover import WorkerSpanProcessor
+from .._guard import logger, never_raise
+from .slot import NoSlot, WorkerSlot
 
 if TYPE_CHECKING:
     from .wsgi import RequestScope

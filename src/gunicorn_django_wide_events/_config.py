@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 ENV_PREFIX: Final = "WIDE_EVENTS_"
 
 WIDE_EVENTS_CAPTURE_USER_ID: Final = "WIDE_EVENTS_CAPTURE_USER_ID"
-"""Put the authenticated Django user's primary key on the event as ``enduser.id``."""
+"""Put the authenticated Django user's primary key on the event as ``user.id``."""
 
 WIDE_EVENTS_REDACT_QUERY_KEYS: Final = "WIDE_EVENTS_REDACT_QUERY_KEYS"
 """Extra query-string key fragments (comma-separated) whose values become ``REDACTED``."""

@@ -27,9 +27,9 @@ from typing import Any, Final
 
 import psutil
 
-from .board import Board, ServerSample, WorkerSample
-from .forking import wait_for_native_threads
-from .guard import log_once
+from .._board import Board, ServerSample, WorkerSample
+from .._forking import wait_for_native_threads
+from .._guard import log_once
 
 _active_monitors: set[Monitor] = set()
 _fork_handlers_registered = False

@@ -17,15 +17,15 @@ from typing import Any, Final, cast
 from opentelemetry import context, trace
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 
-from . import attributes as attr
-from .attributes import EventType
-from .guard import never_raise
-from .http_request import Environ, HttpAttributes, is_ascii_number
+from .. import _attributes as attr
+from .._attributes import EventType
+from .._guard import never_raise
+from .event import RequestEvent, current_event, exception_left_to_gunicorn
+from .http import Environ, HttpAttributes, is_ascii_number
 from .propagation import CallerContext
-from .request import RequestEvent, current_event, exception_left_to_gunicorn
-from .server_span import SpanStarter
+from .slot import NoSlot, WorkerSlot, no_slot
+from .span import SpanStarter
 from .watchdog import NoWatchdog, Watchdog, no_watchdog
-from .worker_slot import NoSlot, WorkerSlot, no_slot
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from .config import config_from_environ_or_exit
+from .._config import config_from_environ_or_exit
 
 LEADING_KEYS: Final = (
     "wide_event.type",

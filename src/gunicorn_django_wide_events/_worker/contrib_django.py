@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from .guard import logger
+from .._guard import logger
 
 
 def retire_contrib_django_spans() -> bool:

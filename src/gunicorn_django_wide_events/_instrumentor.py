@@ -14,10 +14,12 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from . import django_db, django_request, rejected, server
-from .config import config_from_environ_or_exit
-from .export import ForkSafeExport, quiet_exporter_loggers
-from .hooks import GunicornHooks
+from . import _gunicorn as server
+from ._config import config_from_environ_or_exit
+from ._export.handover import ForkSafeExport, quiet_exporter_loggers
+from ._hooks import GunicornHooks
+from ._worker import django as django_request
+from ._worker import django_db, rejected
 
 
 class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]

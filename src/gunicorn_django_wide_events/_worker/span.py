@@ -47,7 +47,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
-from .attributes import exception_type_name
+from .._attributes import exception_type_name
 
 _UNSET: Final = Status(StatusCode.UNSET)
 

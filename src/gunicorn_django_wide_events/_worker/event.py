@@ -26,10 +26,10 @@ from opentelemetry.semconv.attributes.http_attributes import (
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from .attributes import EventType, exception_type_name
-from .server_span import ServerSpan
-from .worker_slot import NoSlot, WorkerSlot, no_slot
+from .. import _attributes as attr
+from .._attributes import EventType, exception_type_name
+from .slot import NoSlot, WorkerSlot, no_slot
+from .span import ServerSpan
 
 _finish_lock: Final = threading.Lock()
 

@@ -25,8 +25,8 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY,
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from .config import Config
+from .. import _attributes as attr
+from .._config import Config
 
 REDACTED: Final = "REDACTED"
 

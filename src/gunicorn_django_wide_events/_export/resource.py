@@ -16,7 +16,7 @@ import django
 import gunicorn
 from opentelemetry.sdk.resources import Resource
 
-from . import attributes as attr
+from .. import _attributes as attr
 
 
 def service_instance_id(master_pid: int, worker_pid: int, spawned_at: float) -> str:

@@ -13,9 +13,9 @@ import time
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from .board import Board, TornRead
-from .guard import never_raise
+from .. import _attributes as attr
+from .._board import Board, TornRead
+from .._guard import never_raise
 
 _read_guard = never_raise("board.read")
 _write_guard = never_raise("board.write")

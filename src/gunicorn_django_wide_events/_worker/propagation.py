@@ -18,7 +18,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .http_request import Environ
+from .http import Environ
 
 MAX_PROPAGATION_KEYS: Final = 64
 

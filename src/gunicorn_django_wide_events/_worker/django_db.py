@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.db.backends.signals import connection_created
 
-from .request import current_event
+from .event import current_event
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper

@@ -17,9 +17,9 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import ResolverMatch
 
-from . import attributes as attr
-from .guard import never_raise
-from .request import current_event
+from .. import _attributes as attr
+from .._guard import never_raise
+from .event import current_event
 
 _resolve_guard: Final = never_raise("django.resolve_request")
 _exception_guard: Final = never_raise("django.got_request_exception")
@@ -62,7 +62,7 @@ def _get_response_with_user(self: BaseHandler, request: HttpRequest) -> HttpResp
         try:
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:
-                event.attributes[attr.ENDUSER_ID] = str(user.pk)
+                event.attributes[attr.USER_ID] = str(user.pk)
         except Exception:
             _user_guard.report()
     return response
