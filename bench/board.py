@@ -64,8 +64,8 @@ def bench_request(number: int, repeat: int, workers: int) -> list[tuple[str, flo
     assert slot is not None
     worker = WorkerSlot(board, slot)
     now = time.time()
-    board.write_monitor(slot, WorkerSample(now, 1.5, 80_000_000, 3, 12, 1000, 10))
-    board.write_server(ServerSample(now, 0.5, 0.4, 0.3, 0, 0.5, 60_000_000, 12.0, 1_280_000_000))
+    board.write_monitor(slot, WorkerSample(now, 1.5, 80_000_000, 3, 12))
+    board.write_server(ServerSample(now, 0.5, 0, 60_000_000, 12.0, 1_280_000_000))
     attributes: dict[str, AttributeValue] = {}
     path = "/api/orders/12345/items/"
 

@@ -174,8 +174,8 @@ def set_up(database: Path) -> tuple[WSGIApp, WSGIApp, Any, list[Any]]:
     django_request.instrument_django(config.capture_user_id)
     django_db.instrument_db()
     board = Board(4)
-    board.write_server(ServerSample(1.0, 0.5, 0.4, 0.3, 0, 1.5, 30_000_000, 90.0, 60_000_000))
-    board.write_monitor(0, WorkerSample(1.0, 90.0, 60_000_000, 3, 12, 100, 10))
+    board.write_server(ServerSample(1.0, 0.5, 0, 30_000_000, 90.0, 60_000_000))
+    board.write_monitor(0, WorkerSample(1.0, 90.0, 60_000_000, 3, 12))
     slot = WorkerSlot(board, 0)
     watchdog = Watchdog(
         processor,

@@ -2,7 +2,7 @@
 
 Layout, all native byte order::
 
-    header        magic, capacity, then the server sample (seqlock)
+    header        capacity, then the server sample (seqlock)
     in_use[cap]   one byte per slot: a worker holds it (written by the master)
     busy[cap]     one byte per slot: its worker is serving a request (written by the worker)
     slots[cap]    per worker: the master's sample of it (seqlock), its request (seqlock)
@@ -22,19 +22,17 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-MAGIC: Final = 0x57494445  # "WIDE"
 PATH_BYTES: Final = 256
 SQL_BYTES: Final = 1024
 METHOD_BYTES: Final = 16
 _READ_ATTEMPTS: Final = 100
 
-_HEADER: Final = struct.Struct("=II")  # magic, capacity
+_HEADER: Final = struct.Struct("=I")  # capacity
 _SEQ: Final = struct.Struct("=I")  # the counter in front of each seqlock region
-# sampled_at, load1, load5, load15, backlog, master_cpu_percent, master_rss,
-# workers_cpu_percent, workers_rss
-_SERVER: Final = struct.Struct("=ddddqdqdq")
-# sampled_at, cpu_percent, rss, threads, fds, voluntary and involuntary context switches
-_MONITOR: Final = struct.Struct("=ddqiiqq")
+# sampled_at, load1, backlog, master_rss, workers_cpu_percent, workers_rss
+_SERVER: Final = struct.Struct("=ddqqdq")
+# sampled_at, cpu_percent, rss, threads, fds
+_MONITOR: Final = struct.Struct("=ddqii")
 # pid, spawned_at, requests, started_at, trace_id, span_id, parent_span_id, event_out, method,
 # path, sql
 _REQUEST: Final = struct.Struct(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
@@ -55,10 +53,7 @@ _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
 class ServerSample:
     sampled_at: float
     load1: float
-    load5: float
-    load15: float
     backlog: int  # -1 when the platform does not tell
-    master_cpu_percent: float
     master_rss: int
     workers_cpu_percent: float  # summed over all workers
     workers_rss: int  # summed over all workers
@@ -71,8 +66,6 @@ class WorkerSample:
     rss: int
     threads: int
     fds: int
-    ctx_switches_voluntary: int
-    ctx_switches_involuntary: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +110,7 @@ class Board:
         self._slot_size = self._monitor_size + _SEQ.size + _REQUEST.size
         self.size = self._slots_at + capacity * self._slot_size
         self.buffer = buffer if buffer is not None else mmap.mmap(-1, self.size)
-        _HEADER.pack_into(self.buffer, 0, MAGIC, capacity)
+        _HEADER.pack_into(self.buffer, 0, capacity)
 
     # -- slots: assigned and freed by the master ------------------------------------------
 
@@ -135,10 +128,6 @@ class Board:
         self._slot_offset(slot)  # raises for a slot outside the board
         self.buffer[self._busy_at + slot] = 0
         self.buffer[self._in_use_at + slot] = 0
-
-    def slots_in_use(self) -> list[int]:
-        in_use = self.buffer[self._in_use_at : self._in_use_at + self.capacity]
-        return [slot for slot, flag in enumerate(in_use) if flag]
 
     def count_in_use_and_busy(self) -> tuple[int, int]:
         """Both counts from one read of the flags (``busy`` follows ``in_use``)."""
@@ -160,10 +149,7 @@ class Board:
             _SERVER_AT + _SEQ.size,
             sample.sampled_at,
             sample.load1,
-            sample.load5,
-            sample.load15,
             sample.backlog,
-            sample.master_cpu_percent,
             sample.master_rss,
             sample.workers_cpu_percent,
             sample.workers_rss,
@@ -196,8 +182,6 @@ class Board:
             sample.rss,
             sample.threads,
             sample.fds,
-            sample.ctx_switches_voluntary,
-            sample.ctx_switches_involuntary,
         )
         self._end_write(offset, seq + 2)
 
@@ -369,3 +353,13 @@ class RequestWriter:
         buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 0
         board._end_write(offset, seq + 2)
         buffer[self._busy_at] = 0
+
+
+SLOT_ATTRIBUTE: Final = "wide_events_slot"
+"""Set on gunicorn's ``Worker`` object by the master before fork: the slot it gets."""
+
+
+def slot_of(worker: Any) -> int | None:
+    """The board slot of a gunicorn worker object, if the master gave it one."""
+    slot = getattr(worker, SLOT_ATTRIBUTE, None)
+    return slot if isinstance(slot, int) else None

@@ -36,13 +36,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
-__all__ = [
-    "KEY_CACHE_SIZE",
-    "clear_key_cache",
-    "encode_spans",
-    "key_cache_size",
-    "value_cache_size",
-]
+__all__ = ["encode_spans"]
 
 _logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The master's monitor thread: samples every worker and the server onto the board.
 
-Once per interval it reads each worker with psutil (CPU, memory, threads, file descriptors,
-context switches), the master itself, the machine's load and the listen backlog, and writes them
-to the board, where workers pick them up for their events. It never touches OpenTelemetry.
+Once per interval it reads each worker with psutil (CPU, memory, threads, file descriptors), the
+master's memory, the machine's load and the listen backlog, and writes them to the board, where
+workers pick them up for their events. It never touches OpenTelemetry.
 
 Fork Safety:
     The monitor uses ``os.register_at_fork()`` the way gunicorn's control-socket server does.
@@ -11,7 +11,7 @@ Fork Safety:
     Python 3.13 counts the threads for its multi-threaded-fork warning after the parent's
     handlers ran, so a thread restarted there would be reported. ``resume()`` starts it again
     once gunicorn is done forking for this round (after ``Arbiter.manage_workers``, see
-    ``server.py``).
+    ``_gunicorn.py``).
     After fork in the child: the copy is forgotten (workers do not monitor).
 """
 
@@ -172,33 +172,23 @@ class Monitor:
             if process is None:
                 process = self._processes[pid] = psutil.Process(pid)
             with process.oneshot():
-                switches = process.num_ctx_switches()
                 return WorkerSample(
                     sampled_at=now,
                     cpu_percent=process.cpu_percent(None),
                     rss=process.memory_info().rss,
                     threads=process.num_threads(),
                     fds=process.num_fds() if hasattr(process, "num_fds") else -1,
-                    ctx_switches_voluntary=switches.voluntary,
-                    ctx_switches_involuntary=switches.involuntary,
                 )
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             self._processes.pop(pid, None)
             return None
 
     def _sample_server(self, now: float, cpu_total: float, rss_total: int) -> ServerSample:
-        load1, load5, load15 = os.getloadavg()
-        with self._master.oneshot():
-            master_cpu = self._master.cpu_percent(None)
-            master_rss = self._master.memory_info().rss
         return ServerSample(
             sampled_at=now,
-            load1=load1,
-            load5=load5,
-            load15=load15,
+            load1=os.getloadavg()[0],
             backlog=listen_backlog(self._listeners()),
-            master_cpu_percent=master_cpu,
-            master_rss=master_rss,
+            master_rss=self._master.memory_info().rss,
             workers_cpu_percent=cpu_total,
             workers_rss=rss_total,
         )

@@ -16,18 +16,17 @@ import importlib
 from .._guard import logger
 
 
-def retire_contrib_django_spans() -> bool:
-    """Uninstrument ``DjangoInstrumentor`` if it is active; True if it was."""
+def retire_contrib_django_spans() -> None:
+    """Uninstrument ``DjangoInstrumentor`` if it is active."""
     try:
         module = importlib.import_module("opentelemetry.instrumentation.django")
     except ImportError:
-        return False
+        return
     instrumentor = module.DjangoInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        return False
+        return
     instrumentor.uninstrument()
     logger.info(
         "gunicorn-django-wide-events: opentelemetry-instrumentation-django's request spans "
         "are replaced by wide events"
     )
-    return True
