@@ -1,32 +1,40 @@
-"""How the package plugs into gunicorn with no change to its command line or config file.
+"""The one place that patches gunicorn; ``unpatch_gunicorn`` undoes all of it.
 
-``Arbiter.setup`` runs in the master when gunicorn starts and again on every HUP reload, after
-the configuration (the user's hooks included) is loaded and before any worker is forked. That
-is where our hooks are chained with the user's, where the contrib Django instrumentation steps
-aside, and where the master hands export over to the workers (``ForkSafeExport.take_over``).
-``Arbiter.manage_workers``, which forks the workers gunicorn is missing and runs once at start
-and once per turn of the master's loop, is where the monitor thread resumes as soon as gunicorn
-is done forking (see ``monitor.py``).
+- ``Arbiter.setup`` runs in the master when gunicorn starts and again on every HUP reload, after
+  the configuration (the user's hooks included) is loaded and before any worker is forked. That
+  is where our hooks are chained with the user's, where the contrib Django instrumentation steps
+  aside, and where the master hands export over to the workers.
+- ``Arbiter.manage_workers`` forks the workers gunicorn is missing, once at start and once per
+  turn of the master's loop: right after it, the monitor thread resumes (see
+  ``_master/monitor.py``).
+- ``gunicorn.arbiter.os``: a proxy that notes each reaped child's wait status, which
+  ``child_exit`` is not told (see ``_master/fallback.py``).
+- ``gunicorn.util.write_error``: the one place gunicorn writes its own error answers; the
+  rejected request's event takes the status (see ``_worker/rejected.py``).
+
+Everything else is set through gunicorn's own hooks (``_hooks.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Final
 
 import gunicorn.arbiter
+import gunicorn.util
 from gunicorn.arbiter import Arbiter
 
 from ._guard import never_raise
 from ._hooks import GunicornHooks
 from ._worker.contrib_django import retire_contrib_django_spans
+from ._worker.rejected import note_error_status
 
 _CHAINED: Final = "__wide_events_chained__"
 _setup_guard: Final = never_raise("gunicorn.arbiter_setup")
 _tick_guard: Final = never_raise("gunicorn.arbiter_tick")
 
-_original_setup: Callable[[Arbiter, Any], None] | None = None
+# What the patches replaced, to put back; empty while gunicorn is not patched.
+_originals: dict[str, Any] = {}
 
 
 def chain(first: Callable[..., Any], then: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,42 +61,42 @@ def chain_hooks(cfg: Any, hooks: GunicornHooks) -> None:
             setting.value = chain(user_hook, ours)
 
 
-def attach_to_arbiter(hooks: GunicornHooks) -> None:
-    global _original_setup  # noqa: PLW0603
-    if _original_setup is not None:
+def patch_gunicorn(hooks: GunicornHooks) -> None:
+    if _originals:
         return
-    original = _original_setup = Arbiter.setup
+    original_setup = _originals["setup"] = Arbiter.setup
+    original_manage_workers = _originals["manage_workers"] = Arbiter.manage_workers
+    original_write_error = _originals["write_error"] = gunicorn.util.write_error
+    _originals["os"] = gunicorn.arbiter.os
 
     def setup(arbiter: Arbiter, app: Any) -> None:
         # Before the original: with --preload it builds Django's middleware chain.
         with _setup_guard:
             retire_contrib_django_spans()
-        original(arbiter, app)
+        original_setup(arbiter, app)
         with _setup_guard:
             chain_hooks(arbiter.cfg, hooks)
-            hooks.arbiter_setup(arbiter)
-
-    Arbiter.setup = setup
-
-    # manage_workers runs at start and once per turn of the arbiter's loop, in every gunicorn
-    # version; the monitor resumes right after its forks, not a turn (up to a second) later.
-    original_manage_workers = Arbiter.manage_workers
+            hooks.setup(arbiter)
 
     def manage_workers(arbiter: Arbiter) -> None:
         original_manage_workers(arbiter)
         with _tick_guard:
-            hooks.arbiter_tick(arbiter)
+            hooks.workers_managed()
 
-    manage_workers.__wrapped__ = original_manage_workers  # type: ignore[attr-defined]
+    def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+        note_error_status(status_int)
+        original_write_error(sock, status_int, reason, mesg)
+
+    Arbiter.setup = setup
     Arbiter.manage_workers = manage_workers
-    # child_exit is not told how a worker ended; this records it (see fallback.ExitStatuses).
-    gunicorn.arbiter.os = hooks.exit_statuses
+    gunicorn.util.write_error = write_error
+    gunicorn.arbiter.os = hooks.master.exit_statuses
 
 
-def detach_from_arbiter() -> None:
-    global _original_setup  # noqa: PLW0603
-    if _original_setup is not None:
-        Arbiter.setup = _original_setup
-        Arbiter.manage_workers = Arbiter.manage_workers.__wrapped__
-        _original_setup = None
-        gunicorn.arbiter.os = os
+def unpatch_gunicorn() -> None:
+    if not _originals:
+        return
+    Arbiter.setup = _originals.pop("setup")
+    Arbiter.manage_workers = _originals.pop("manage_workers")
+    gunicorn.util.write_error = _originals.pop("write_error")
+    gunicorn.arbiter.os = _originals.pop("os")

@@ -2,6 +2,7 @@
 
 Loaded by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor`` entry point,
 in the gunicorn master, after the SDK is configured and before gunicorn reads its config.
+Each step of ``_instrument`` has its mirror in ``_uninstrument``, undone in reverse order.
 """
 
 from __future__ import annotations
@@ -14,16 +15,27 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from . import _gunicorn as server
-from ._config import config_from_environ_or_exit
-from ._export.handover import ForkSafeExport, quiet_exporter_loggers
+from ._config import Config, config_from_environ_or_exit
+from ._export.handover import ForkSafeExport
+from ._export.log_routing import quiet_exporter_loggers
+from ._gunicorn import patch_gunicorn, unpatch_gunicorn
 from ._hooks import GunicornHooks
-from ._worker import django as django_request
-from ._worker import django_db, rejected
+from ._worker.django import instrument_django, uninstrument_django
+from ._worker.django_db import instrument_db, uninstrument_db
 
 
 class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """One wide event per request for Django served by gunicorn.
+
+    ``opentelemetry-instrument`` instruments it with the ``WIDE_EVENTS_*`` variables. To set
+    the package up from code instead (a gunicorn config file, read in the master before any
+    worker is forked), give it a ``Config``; under ``opentelemetry-instrument`` this replaces
+    the settings read from the environment::
+
+        # gunicorn.conf.py
+        from gunicorn_django_wide_events import Config, WideEventsInstrumentor
+
+        WideEventsInstrumentor().instrument(config=Config(sql_max_length=512))
 
     Args (to ``instrument``):
         config: settings to use instead of reading the ``WIDE_EVENTS_*`` variables.
@@ -32,17 +44,22 @@ class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("django >= 4.2", "gunicorn >= 23")
 
+    def instrument(self, **kwargs: Any) -> None:
+        # The SDK's instrument() does nothing when already instrumented; settings given in code
+        # after opentelemetry-instrument ran are meant to win.
+        if isinstance(kwargs.get("config"), Config) and self.is_instrumented_by_opentelemetry:
+            self.uninstrument()
+        super().instrument(**kwargs)
+
     def _instrument(self, **kwargs: Any) -> None:
         config = kwargs.get("config") or config_from_environ_or_exit()
-        hooks = GunicornHooks(config, ForkSafeExport(config.wire_encoder))
         quiet_exporter_loggers()
-        server.attach_to_arbiter(hooks)
-        rejected.watch_error_responses()
-        django_request.instrument_django(config.capture_user_id)
-        django_db.instrument_db()
+        export = ForkSafeExport(config.wire_encoder, config.console_format)
+        patch_gunicorn(GunicornHooks(config, export))
+        instrument_django(config.capture_user_id)
+        instrument_db()
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        django_db.uninstrument_db()
-        django_request.uninstrument_django()
-        rejected.unwatch_error_responses()
-        server.detach_from_arbiter()
+        uninstrument_db()
+        uninstrument_django()
+        unpatch_gunicorn()

@@ -50,13 +50,11 @@ from gunicorn_django_wide_events._export import handover as export
 from gunicorn_django_wide_events._export.exporters import WireGrpcSpanExporter, WireHttpSpanExporter
 from gunicorn_django_wide_events._export.handover import (
     DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT,
-    HANDOVER_LOGGERS,
     ForkSafeExport,
-    WorkerSpanProcessor,
-    build_exporter,
-    logging_silenced,
     raise_span_attribute_limit,
 )
+from gunicorn_django_wide_events._export.log_routing import HANDOVER_LOGGERS, logging_silenced
+from gunicorn_django_wide_events._export.processor import WorkerSpanProcessor, build_exporter
 from gunicorn_django_wide_events._guard import LOGGER_NAME, forget_reports
 
 # Names the SDK gives its export threads (BatchProcessor, PeriodicExportingMetricReader).

@@ -28,7 +28,9 @@ class Tracing:
     def event(self, method: str = "GET", **attributes: object) -> RequestEvent:
         """A RequestEvent around a fresh SERVER span named ``method``."""
         span = self.tracer.start_span(method, kind=SpanKind.SERVER)
-        return RequestEvent(span, method, dict(attributes))  # type: ignore[arg-type]
+        event = RequestEvent(span, method, sql_max_length=SQL_MAX)
+        event.attributes.update(attributes)  # type: ignore[arg-type]
+        return event
 
     def finished(self) -> tuple[ReadableSpan, ...]:
         return self.exporter.get_finished_spans()
@@ -68,7 +70,7 @@ def test_finish_exports_one_server_span_with_event_type(tracing: Tracing) -> Non
     """finish() returns True and exports one SERVER span carrying wide_event.type."""
     event = tracing.event()
     assert tracing.finished() == ()
-    assert event.finish("request", SQL_MAX) is True
+    assert event.finish("request") is True
     span = tracing.only_span()
     assert span.kind is SpanKind.SERVER
     assert span.name == "GET"
@@ -81,7 +83,7 @@ def test_initial_and_added_attributes_reach_the_span(tracing: Tracing) -> None:
     """Attributes given at construction and added later are all on the finished span."""
     event = tracing.event(**{"url.path": "/items/"})
     event.attributes["app.tenant"] = "acme"
-    event.finish("timeout", SQL_MAX)
+    event.finish("timeout")
     attributes = dict(tracing.only_span().attributes or {})
     assert attributes["url.path"] == "/items/"
     assert attributes["app.tenant"] == "acme"
@@ -92,7 +94,7 @@ def test_status_code_attribute_when_set(tracing: Tracing) -> None:
     """A non-zero status_code becomes http.response.status_code; 2xx leaves status UNSET."""
     event = tracing.event()
     event.status_code = 200
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     assert span.attributes is not None
     assert span.attributes["http.response.status_code"] == 200
@@ -102,14 +104,14 @@ def test_status_code_attribute_when_set(tracing: Tracing) -> None:
 
 def test_no_status_code_attribute_when_unknown(tracing: Tracing) -> None:
     """A status_code of 0 (no response) sets no http.response.status_code."""
-    tracing.event().finish("crash", SQL_MAX)
+    tracing.event().finish("crash")
     assert "http.response.status_code" not in (tracing.only_span().attributes or {})
 
 
 def test_end_time_is_used(tracing: Tracing) -> None:
     """finish(end_time_ns=...) ends the span at that time."""
     span = tracing.tracer.start_span("GET", kind=SpanKind.SERVER, start_time=1_000)
-    RequestEvent(span, "GET", {}).finish("timeout", SQL_MAX, end_time_ns=5_000)
+    RequestEvent(span, "GET").finish("timeout", end_time_ns=5_000)
     finished = tracing.only_span()
     assert finished.start_time == 1_000
     assert finished.end_time == 5_000
@@ -125,7 +127,7 @@ def test_db_attributes_after_queries(tracing: Tracing) -> None:
     event.record_query("SELECT * FROM items", 5_000_000)
     event.record_query("SELECT 1", 1_000_000)
     event.record_query("SELECT 1", 500_000)
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     attributes = dict(tracing.only_span().attributes or {})
     assert attributes["django.db.query_count"] == 4
     assert attributes["django.db.duration_ms"] == pytest.approx(8.5)
@@ -136,7 +138,7 @@ def test_db_attributes_after_queries(tracing: Tracing) -> None:
 
 def test_no_db_attributes_without_queries(tracing: Tracing) -> None:
     """Without record_query calls there is no django.db.* attribute."""
-    tracing.event().finish("request", SQL_MAX)
+    tracing.event().finish("request")
     assert not [key for key in tracing.only_span().attributes or {} if key.startswith("django.db")]
 
 
@@ -144,8 +146,9 @@ def test_slowest_query_text_truncated(tracing: Tracing) -> None:
     """The slowest query text is cut to sql_max_length characters."""
     sql = "SELECT id, name, price, description FROM catalogue_item WHERE id = %s"
     event = tracing.event()
+    event.sql_max_length = 20
     event.record_query(sql, 10)
-    event.finish("request", 20)
+    event.finish("request")
     assert (tracing.only_span().attributes or {})["django.db.slowest_query"] == sql[:20]
 
 
@@ -154,7 +157,7 @@ def test_first_of_equally_slow_queries_is_the_slowest(tracing: Tracing) -> None:
     event = tracing.event()
     event.record_query("SELECT a", 0)
     event.record_query("SELECT b", 0)
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     attributes = dict(tracing.only_span().attributes or {})
     assert attributes["django.db.slowest_query"] == "SELECT a"
     assert attributes["django.db.slowest_query_ms"] == 0.0
@@ -172,7 +175,7 @@ def test_non_string_sql_is_stringified(tracing: Tracing) -> None:
     event = tracing.event()
     event.record_query(statement, 3)
     event.record_query(statement, 1)
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     attributes = dict(tracing.only_span().attributes or {})
     assert attributes["django.db.slowest_query"] == "SELECT composed"
     assert attributes["django.db.duplicate_query_count"] == 1
@@ -184,7 +187,7 @@ def test_record_query_clears_sql_in_flight(tracing: Tracing) -> None:
     event.sql_in_flight = "SELECT pg_sleep(10)"
     event.record_query("SELECT pg_sleep(10)", 1)
     assert event.sql_in_flight is None
-    event.finish("request", SQL_MAX)
+    event.finish("request")
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def test_exception_attributes_and_error_status(tracing: Tracing) -> None:
     event = tracing.event()
     event.record_exception(raised(ValueError("boom")))
     event.status_code = 500
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     attributes = dict(span.attributes or {})
     assert attributes["error.type"] == "ValueError"
@@ -216,7 +219,7 @@ def test_first_exception_is_kept(tracing: Tracing) -> None:
     event.record_exception(first)
     event.record_exception(raised(RuntimeError("second")))
     assert event.exception is first
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     attributes = dict(tracing.only_span().attributes or {})
     assert attributes["error.type"] == "KeyError"
     assert attributes["exception.message"] == "'first'"
@@ -226,7 +229,7 @@ def test_non_builtin_exception_type_is_module_qualified(tracing: Tracing) -> Non
     """An exception type outside builtins is named module.QualName."""
     event = tracing.event()
     event.record_exception(raised(CustomError("custom")))
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     expected = f"{__name__}.CustomError"
     assert exception_type_name(CustomError()) == expected
     assert (tracing.only_span().attributes or {})["error.type"] == expected
@@ -236,7 +239,7 @@ def test_exception_without_traceback(tracing: Tracing) -> None:
     """An exception never raised still gives a stacktrace attribute naming it."""
     event = tracing.event()
     event.record_exception(ValueError("never raised"))
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     stacktrace = (tracing.only_span().attributes or {})["exception.stacktrace"]
     assert stacktrace == "ValueError: never raised\n"
 
@@ -246,7 +249,7 @@ def test_5xx_without_exception_is_an_error(tracing: Tracing, status: int) -> Non
     """A 5xx response without exception gives error.type '<status>' and ERROR status."""
     event = tracing.event()
     event.status_code = status
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     attributes = dict(span.attributes or {})
     assert attributes["error.type"] == str(status)
@@ -259,7 +262,7 @@ def test_5xx_keeps_an_error_type_already_set(tracing: Tracing) -> None:
     """A 5xx event whose error.type was set earlier keeps it."""
     event = tracing.event(**{"error.type": "timeout"})
     event.status_code = 504
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     assert (span.attributes or {})["error.type"] == "timeout"
     assert span.status.status_code is StatusCode.ERROR
@@ -270,7 +273,7 @@ def test_4xx_is_not_an_error(tracing: Tracing, status: int) -> None:
     """A 4xx response leaves the status UNSET and sets no error.type."""
     event = tracing.event()
     event.status_code = status
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     assert span.status.status_code is StatusCode.UNSET
     assert "error.type" not in (span.attributes or {})
@@ -284,7 +287,7 @@ def test_set_route_renames_span(tracing: Tracing) -> None:
     """set_route names the span '<method> <route>' and sets http.route."""
     event = tracing.event()
     event.set_route("items/<int:id>/")
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     assert span.name == "GET items/<int:id>/"
     assert (span.attributes or {})["http.route"] == "items/<int:id>/"
@@ -294,7 +297,7 @@ def test_no_route_keeps_span_name(tracing: Tracing) -> None:
     """set_route(None) (nothing resolved) leaves the span name and sets no http.route."""
     event = tracing.event("POST")
     event.set_route(None)
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     assert span.name == "POST"
     assert "http.route" not in (span.attributes or {})
@@ -304,7 +307,7 @@ def test_root_route_is_reported_as_slash(tracing: Tracing) -> None:
     """Django's empty pattern for the site root becomes http.route '/'."""
     event = tracing.event("GET")
     event.set_route("")
-    event.finish("request", SQL_MAX)
+    event.finish("request")
     span = tracing.only_span()
     assert span.name == "GET /"
     assert (span.attributes or {})["http.route"] == "/"
@@ -313,9 +316,9 @@ def test_root_route_is_reported_as_slash(tracing: Tracing) -> None:
 def test_second_finish_returns_false_and_exports_nothing(tracing: Tracing) -> None:
     """A second finish() returns False and exports no further span."""
     event = tracing.event()
-    assert event.finish("request", SQL_MAX) is True
+    assert event.finish("request") is True
     event.status_code = 503
-    assert event.finish("timeout", SQL_MAX) is False
+    assert event.finish("timeout") is False
     span = tracing.only_span()
     assert (span.attributes or {})["wide_event.type"] == "request"
     assert span.status.status_code is StatusCode.UNSET
@@ -331,7 +334,7 @@ def test_concurrent_finish_exports_exactly_one_span(tracing: Tracing) -> None:
     def finisher(event_type: str) -> None:
         for index, event in enumerate(events):
             barrier.wait()
-            results[index].append(event.finish(event_type, SQL_MAX))
+            results[index].append(event.finish(event_type))
 
     threads = [
         threading.Thread(target=finisher, args=(event_type,), name=f"finisher-{event_type}")

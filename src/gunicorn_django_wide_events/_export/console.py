@@ -1,9 +1,11 @@
 """The canonical log line: one line per wide event on stderr, no collector needed.
 
 Selected with ``OTEL_TRACES_EXPORTER=wide_events_console``; ``WIDE_EVENTS_CONSOLE_FORMAT`` picks
-logfmt (the default, for people) or JSON lines (for log pipelines). Keys come in a stable order:
-what the request was and how it ended first, then every other attribute sorted by name. Only
-the wide events (SERVER spans) are printed; child spans of other instrumentations are not.
+logfmt (the default, for people) or JSON lines (for log pipelines): the SDK builds the exporter
+without arguments, so the fork handover gives the workers one ``configured`` with the setting.
+Keys come in a stable order: what the request was and how it ended first, then every other
+attribute sorted by name. Only the wide events (SERVER spans) are printed; child spans of other
+instrumentations are not.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Final, TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
-
-from .._config import config_from_environ_or_exit
 
 LEADING_KEYS: Final = (
     "wide_event.type",
@@ -82,10 +83,15 @@ FORMATTERS: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
 class WideEventConsoleExporter(SpanExporter):
     """Writes each wide event as one line to stderr (or ``stream``)."""
 
-    def __init__(self, stream: TextIO | None = None, line_format: str | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, line_format: str = "logfmt") -> None:
         self._stream = stream
-        self._format = FORMATTERS[line_format or config_from_environ_or_exit().console_format]
+        self._format = FORMATTERS[line_format]
         self._lock = threading.Lock()
+
+    @classmethod
+    def configured(cls, line_format: str) -> Callable[[], WideEventConsoleExporter]:
+        """A factory of exporters writing ``line_format`` (for the workers' processor)."""
+        return partial(cls, line_format=line_format)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = [

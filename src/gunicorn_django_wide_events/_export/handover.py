@@ -8,21 +8,17 @@ remembering only the exporter classes; after fork each worker builds fresh expor
 classes (they read the same ``OTEL_EXPORTER_*`` variables) and its own batch processors.
 
 The SDK offers no public way to list or remove span and log processors; the few private
-attributes read here are pinned by ``tests/unit/test_export.py`` so an SDK change shows up there.
+attributes read here are pinned by ``tests/unit/export/test_sdk_internals.py`` so that an SDK
+change shows up there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import threading
-from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
-from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
@@ -31,56 +27,18 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from .._forking import wait_for_native_threads
 from .._guard import log_once
+from .console import WideEventConsoleExporter
 from .exporters import wire_exporter_for
+from .log_routing import first_record_only, logging_silenced
+from .processor import ExporterFactory, WorkerSpanProcessor
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
 DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024
-
-# Wide events are large: the SDK's batch of 512 holds the GIL for milliseconds while it is
-# encoded, and its buffers stay in the export thread's malloc arena for good (about 5 MiB).
-DEFAULT_EXPORT_BATCH_SIZE: Final = 128
-BATCH_SIZE_VARIABLE: Final = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
-
-# Exporters log every failed batch; a dead collector is worth one line per worker, not a stream.
-EXPORTER_LOGGERS: Final = (
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.http._log_exporter",
-    "opentelemetry.exporter.otlp.proto.http._common",
-)
-
-
-class FirstRecordOnly(logging.Filter):
-    """Lets one record through per process, then one note saying the rest are dropped."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.seen += 1
-        if self.seen == 1:
-            record.msg = f"{record.msg} (further export errors of this process are not logged)"
-        return self.seen == 1
-
-    def reset(self) -> None:
-        self.seen = 0
-
-
-_first_record_only: Final = FirstRecordOnly()
-
-
-def quiet_exporter_loggers() -> None:
-    for name in EXPORTER_LOGGERS:
-        exporter_logger = logging.getLogger(name)
-        if _first_record_only not in exporter_logger.filters:
-            exporter_logger.addFilter(_first_record_only)
 
 
 def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]) -> None:
@@ -99,118 +57,14 @@ def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]
     )
 
 
-def build_exporter(exporter_type: type[SpanExporter], timeout_s: float | None) -> SpanExporter:
-    """An exporter of ``exporter_type``, bounded by ``timeout_s`` if its constructor allows."""
-    if timeout_s is not None:
-        try:
-            return exporter_type(timeout=timeout_s)  # type: ignore[call-arg]
-        except TypeError:
-            pass
-    return exporter_type()
-
-
-class WorkerSpanProcessor(SpanProcessor):
-    """Batches spans to exporters built in this process; drops them until ``start()``.
-
-    A span marked urgent (a timeout event, whose worker may be killed any moment) skips the
-    batch: ``on_end`` exports it at once, in the ending thread, through exporters of its own
-    whose timeout is short enough to finish before gunicorn's SIGKILL.
-    """
-
-    def __init__(self, exporter_types: Sequence[type[SpanExporter]]) -> None:
-        self.exporter_types = tuple(exporter_types)
-        self._processors: tuple[BatchSpanProcessor, ...] = ()
-        self._exporters: tuple[SpanExporter, ...] = ()
-        self._urgent_exporters: tuple[SpanExporter, ...] = ()
-        self._urgent: set[int] = set()
-
-    def start(self, urgent_timeout_s: float | None = None) -> None:
-        self._exporters = tuple(build_exporter(kind, None) for kind in self.exporter_types)
-        batch_size = None if BATCH_SIZE_VARIABLE in os.environ else DEFAULT_EXPORT_BATCH_SIZE
-        self._processors = tuple(
-            BatchSpanProcessor(exporter, max_export_batch_size=batch_size)
-            for exporter in self._exporters
-        )
-        if urgent_timeout_s is not None:
-            self._urgent_exporters = tuple(
-                build_exporter(kind, urgent_timeout_s) for kind in self.exporter_types
-            )
-
-    def mark_urgent(self, span_id: int) -> None:
-        self._urgent.add(span_id)
-
-    def unmark_urgent(self, span_id: int) -> None:
-        self._urgent.discard(span_id)
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        urgent = self._urgent
-        if urgent and span.context is not None and span.context.span_id in urgent:
-            urgent.discard(span.context.span_id)
-            if self._urgent_exporters:
-                for exporter in self._urgent_exporters:
-                    exporter.export([span])
-                return
-        for processor in self._processors:
-            processor.on_end(span)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(processor.force_flush(timeout_millis) for processor in self._processors)
-
-    def shutdown(self) -> None:
-        processors, self._processors = self._processors, ()
-        for processor in processors:
-            processor.shutdown()  # type: ignore[no-untyped-call]
-        urgent_exporters, self._urgent_exporters = self._urgent_exporters, ()
-        for exporter in urgent_exporters:
-            exporter.shutdown()
-
-    @property
-    def exporters(self) -> tuple[SpanExporter, ...]:
-        return self._exporters + self._urgent_exporters
-
-
-# What the SDK logs when it is handed over: "already shut down", "not registered".
-HANDOVER_LOGGERS: Final = (
-    *EXPORTER_LOGGERS,
-    "opentelemetry.sdk.metrics._internal",
-    "opentelemetry.sdk.metrics._internal.export",
-    "opentelemetry.sdk._shared_internal",
-)
-
-
-class _DropAll(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-@contextlib.contextmanager
-def logging_silenced() -> Iterator[None]:
-    """Mute the SDK's own loggers while the master hands its exporters over.
-
-    Shutting down exporters first (so that no final export can block start-up on a dead
-    collector) makes the SDK log "already shut down" and "not registered" warnings that are
-    consequences of the hand-over, not news for the user.
-    """
-    drop_all = _DropAll()
-    loggers = [logging.getLogger(name) for name in HANDOVER_LOGGERS]
-    for sdk_logger in loggers:
-        sdk_logger.addFilter(drop_all)
-    try:
-        yield
-    finally:
-        for sdk_logger in loggers:
-            sdk_logger.removeFilter(drop_all)
-
-
 class ForkSafeExport:
     """Moves the SDK's exporting parts from the master into each worker."""
 
-    def __init__(self, wire_encoder: bool = True) -> None:
+    def __init__(self, wire_encoder: bool = True, console_format: str = "logfmt") -> None:
         # The stock OTLP span exporters become their otlp_wire twins in the workers.
         self.wire_encoder = wire_encoder
+        # The console exporter the SDK built from OTEL_TRACES_EXPORTER knows no settings of ours.
+        self.console_format = console_format
         self.span_processor: WorkerSpanProcessor | None = None
         self._metric_exporter_types: list[type[MetricExporter]] = []
         self._log_exporter_types: list[type[LogRecordExporter]] = []
@@ -233,7 +87,7 @@ class ForkSafeExport:
 
     def start_in_worker(self, urgent_timeout_s: float | None = None) -> None:
         """In a worker, right after fork: build this process's exporters."""
-        _first_record_only.reset()
+        first_record_only.reset()
         if self.span_processor is not None:
             self.span_processor.start(urgent_timeout_s)
         meter_provider = metrics.get_meter_provider()
@@ -309,14 +163,18 @@ class ForkSafeExport:
                 handed_over.append(processor)
             else:
                 kept.append(processor)
-        exporter_types = [type(processor.span_exporter) for processor in handed_over]
-        if self.wire_encoder:
-            exporter_types = [wire_exporter_for(kind) for kind in exporter_types]
+        exporter_types = [self._worker_exporter(type(p.span_exporter)) for p in handed_over]
         self.span_processor = WorkerSpanProcessor(exporter_types)
         multi._span_processors = (*kept, self.span_processor)
         for processor in handed_over:
             processor.span_exporter.shutdown()  # first: no final export may wait on a collector
             processor.shutdown()
+
+    def _worker_exporter(self, kind: type[Any]) -> ExporterFactory:
+        """What a worker builds in place of an exporter of ``kind`` the SDK built."""
+        if issubclass(kind, WideEventConsoleExporter):
+            return kind.configured(self.console_format)
+        return wire_exporter_for(kind) if self.wire_encoder else kind
 
     def _take_over_metrics(self) -> None:
         provider = metrics.get_meter_provider()

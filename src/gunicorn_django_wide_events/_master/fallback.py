@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
@@ -31,16 +31,14 @@ from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
     SpanKind,
-    Status,
-    StatusCode,
     TraceFlags,
     set_span_in_context,
 )
 
 from .. import _attributes as attr
-from .._attributes import EventType
+from .._attributes import EventType, finish_span
 from .._board import WorkerRequest
-from .._export.handover import build_exporter
+from .._export.processor import ExporterFactory, build_exporter
 
 EXPORT_TIMEOUT_S: Final = 5.0
 
@@ -78,7 +76,7 @@ def fallback_attributes(
     request: WorkerRequest, slot: int, event_type: str, error_type: str, now: float
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        attr.WIDE_EVENT_TYPE: event_type,
+        attr.WIDE_EVENT_TYPE: event_type,  # finish_span says it too; here for the record
         ERROR_TYPE: error_type,
         attr.GUNICORN_WORKER_ID: slot,
         attr.GUNICORN_WORKER_REQUESTS: request.requests,
@@ -98,7 +96,7 @@ def export_span(
     request: WorkerRequest,
     attributes: dict[str, Any],
     resource: Resource,
-    exporter_types: Sequence[type[SpanExporter]],
+    exporter_types: Sequence[ExporterFactory],
 ) -> None:
     """In the exporting child: rebuild the request's span from the board and send it."""
     trace_id = int.from_bytes(request.trace_id, "big")
@@ -119,11 +117,10 @@ def export_span(
         request.method or "HTTP",
         context=context,
         kind=SpanKind.SERVER,
-        attributes=attributes,
         start_time=int(request.started_at * 1e9),
     )
-    span.set_status(Status(StatusCode.ERROR, str(attributes[ERROR_TYPE])))
-    span.end()
+    event_type = str(attributes[attr.WIDE_EVENT_TYPE])
+    finish_span(span, attributes, event_type, error=str(attributes[ERROR_TYPE]))
     provider.shutdown()
 
 
@@ -131,12 +128,11 @@ def send_from_child(
     request: WorkerRequest,
     attributes: dict[str, Any],
     resource: Resource,
-    exporter_types: Sequence[type[SpanExporter]],
-) -> int:
-    """Fork a child that exports the event and exits; return its pid (gunicorn reaps it)."""
-    pid = os.fork()
-    if pid:
-        return pid
+    exporter_types: Sequence[ExporterFactory],
+) -> None:
+    """Fork a child that exports the event and exits (gunicorn reaps it)."""
+    if os.fork():
+        return
     code = 1
     try:
         export_span(request, attributes, resource, exporter_types)

@@ -1,37 +1,37 @@
-"""RequestEvent: the state of one request's wide event, finished exactly once.
+"""RequestEvent: one request's wide event, from its start until it ends, exactly once.
 
 Everything gathered while a request runs goes into one plain dict and reaches the span in one
-call when the event finishes (``add_trusted`` on the package's own span, see ``server_span.py``;
-``set_attributes`` on any other). ``finish`` is idempotent and may race another thread (the
-watchdog), so it decides under a lock which caller owns the ending.
+call when the event ends (``finish_span``). Whatever ends it (the response, an exception, the
+watchdog's timeout, a request gunicorn rejected) goes through ``RequestEvent._end``, which may
+race another thread (the watchdog) and so decides under a lock which caller owns the ending.
 """
 
 from __future__ import annotations
 
 import threading
-import traceback
+import time
 from contextvars import ContextVar
-from typing import Final
+from typing import Any, Final
 
+from opentelemetry.semconv.attributes.code_attributes import CODE_STACKTRACE
+from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.exception_attributes import (
-    EXCEPTION_MESSAGE,
-    EXCEPTION_STACKTRACE,
-    EXCEPTION_TYPE,
-)
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_RESPONSE_STATUS_CODE,
     HTTP_ROUTE,
 )
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH
+from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from .. import _attributes as attr
-from .._attributes import EventType, exception_type_name
+from .._attributes import EventType, exception_attributes, finish_span, span_name
+from .._config import Config
 from .slot import NoSlot, WorkerSlot, no_slot
-from .span import ServerSpan
 
-_finish_lock: Final = threading.Lock()
+_end_lock: Final = threading.Lock()
+DEFAULT_SQL_MAX_LENGTH: Final = Config().sql_max_length
 
 current_event: ContextVar[RequestEvent | None] = ContextVar(
     "gunicorn_django_wide_events.current_event", default=None
@@ -44,41 +44,68 @@ exception_left_to_gunicorn: ContextVar[BaseException | None] = ContextVar(
 """An app exception already on an event, which gunicorn will answer with a 500 of its own."""
 
 
+def thread_cpu_ms(thread_id: int) -> float | None:
+    """CPU time of a thread of this process (another one too), where the platform can tell."""
+    try:
+        clock = time.pthread_getcpuclockid(thread_id)
+        return time.clock_gettime(clock) * 1e3
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 class RequestEvent:
     """One request's wide event: a SERVER span plus the attributes gathered for it."""
 
     __slots__ = (
         "attributes",
+        "body_bytes",
+        "client",
+        "cpu_start_ns",
         "db_duration_ns",
         "db_query_count",
         "db_slowest_ns",
         "db_slowest_sql",
         "db_statements",
+        "due",
         "exception",
         "finished",
+        "headers_sent",
         "method",
         "route",
         "slot",
         "span",
         "sql_in_flight",
+        "sql_max_length",
+        "started",
         "status_code",
+        "thread_id",
     )
 
     def __init__(
         self,
         span: Span,
         method: str,
-        attributes: dict[str, AttributeValue],
         slot: WorkerSlot | NoSlot = no_slot,
+        *,
+        sql_max_length: int = DEFAULT_SQL_MAX_LENGTH,
+        client: Any = None,
     ) -> None:
         self.span = span
         self.slot = slot
         self.method = method
-        self.attributes = attributes
+        self.sql_max_length = sql_max_length
+        self.client = client  # gunicorn's socket to the client: the watchdog may answer on it
+        self.attributes: dict[str, AttributeValue] = {}
         self.route: str | None = None
         self.status_code = 0
         self.exception: BaseException | None = None
         self.finished = False
+        self.body_bytes = 0
+        self.headers_sent = False
+        self.cpu_start_ns = time.thread_time_ns()
+        self.thread_id = threading.get_ident()
+        self.started = time.monotonic()
+        self.due = float("inf")  # set by the watchdog that watches the request
         self.sql_in_flight: object = None
         self.db_query_count = 0
         self.db_duration_ns = 0
@@ -86,10 +113,20 @@ class RequestEvent:
         self.db_slowest_sql: object = None
         self.db_statements: dict[object, int] | None = None
 
+    # -- while the request runs ----------------------------------------------------------
+
     def record_exception(self, exc: BaseException) -> None:
         """Remember the first unhandled exception; the app's re-raises keep the original."""
         if self.exception is None:
             self.exception = exc
+
+    def set_route(self, route: str | None) -> None:
+        if route is None:
+            return
+        # Django's pattern for the site root is "", which says nothing on its own.
+        route = route or "/"
+        self.route = route
+        self.attributes[HTTP_ROUTE] = route
 
     def query_started(self, sql: object) -> None:
         """A statement starts: a timeout or a dead worker's event names it (text only)."""
@@ -110,43 +147,99 @@ class RequestEvent:
         else:
             statements[sql] = statements.get(sql, 0) + 1
 
-    def finish(self, event_type: str, sql_max_length: int, end_time_ns: int | None = None) -> bool:
-        """End the span as an event of ``event_type``; False if another caller already did.
+    # -- the ways a request ends ---------------------------------------------------------
 
-        A ``timeout`` or ``crash`` is finished by another thread while the request thread may
-        still add attributes, so it works on a copy (``dict()`` of a dict is atomic under the GIL).
+    def end_response(self, exc: BaseException | None = None, incomplete: bool = False) -> None:
+        """The request thread is done with the request: end the event unless the watchdog did.
+
+        Runs in the request's own thread, so it works on the event's attributes in place.
         """
-        with _finish_lock:
+        if self.finished:  # the watchdog sent it as a timeout: the slot is idle again
+            self.slot.request_finished()
+            return
+        attributes = self.attributes
+        if exc is not None:
+            self.record_exception(exc)
+            if self.headers_sent:
+                incomplete = True
+            else:
+                self.status_code = 500  # what gunicorn will answer
+        if incomplete:
+            attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
+        attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
+        attributes[attr.HTTP_RESPONSE_BODY_SIZE] = self.body_bytes
+        self.finish(EventType.REQUEST, attributes)
+        self.slot.request_finished()
+
+    def end_rejected(self) -> None:
+        """gunicorn answered the request itself (``Worker.handle_error``)."""
+        self.finish(EventType.REQUEST, self.attributes)
+
+    def time_out(self, stack: str | None, answered: bool) -> bool:
+        """End the event as a timeout, from the watchdog's thread; False if already ended.
+
+        The request thread may still be adding attributes, so this works on a copy (``dict()``
+        of a dict is atomic under the GIL). ``answered``: the worker answers the client a 500.
+        """
+        if self.finished:
+            return False
+        attributes = dict(self.attributes)
+        attributes[attr.WIDE_EVENT_ELAPSED_MS] = round((time.monotonic() - self.started) * 1e3, 3)
+        attributes[attr.WIDE_EVENT_DEADLINE_MS] = round((self.due - self.started) * 1e3, 3)
+        if stack is not None:
+            attributes[CODE_STACKTRACE] = stack
+        if self.sql_in_flight is not None:
+            attributes[DB_QUERY_TEXT] = str(self.sql_in_flight)[: self.sql_max_length]
+        cpu_ms = thread_cpu_ms(self.thread_id)
+        if cpu_ms is not None:
+            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - self.cpu_start_ns / 1e6, 3)
+        if answered and not self.headers_sent:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = 500
+        if not self.finish(EventType.TIMEOUT, attributes):
+            return False
+        self.slot.event_out()
+        return True
+
+    def finish(
+        self,
+        event_type: str,
+        attributes: dict[str, AttributeValue] | None = None,
+        end_time_ns: int | None = None,
+    ) -> bool:
+        """The one place a worker's event ends; False if another caller already ended it."""
+        if attributes is None:
+            attributes = self.attributes
+        with _end_lock:
             if self.finished:
                 return False
             self.finished = True
-        attributes = self.attributes if event_type == EventType.REQUEST else dict(self.attributes)
-        attributes[attr.WIDE_EVENT_TYPE] = event_type
+        self.slot.add_attributes(attributes)
         if self.status_code:
             attributes[HTTP_RESPONSE_STATUS_CODE] = self.status_code
         if self.db_query_count:
-            self._add_db_attributes(attributes, sql_max_length)
+            self._add_db_attributes(attributes)
         error = self._add_error_attributes(attributes)
-        if event_type != EventType.REQUEST:
-            attributes.setdefault(ERROR_TYPE, event_type)
-            error = error or event_type
-        span = self.span
-        if isinstance(span, ServerSpan):
-            span.add_trusted(attributes)
-        else:
-            span.set_attributes(attributes)
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, error))
-        if self.route is not None:
-            span.update_name(f"{self.method} {self.route}")
-        span.end(end_time_ns)
+        name = span_name(self.method, self.route) if self.route is not None else None
+        finish_span(self.span, attributes, event_type, error, name=name, end_time_ns=end_time_ns)
         return True
 
-    def _add_db_attributes(self, attributes: dict[str, AttributeValue], max_length: int) -> None:
+    # -- what the event says -------------------------------------------------------------
+
+    @property
+    def span_id(self) -> int:
+        return self.span.get_span_context().span_id
+
+    def describe(self) -> str:
+        """The request in a few words, for a log line."""
+        path = (getattr(self.span, "attributes", None) or {}).get(URL_PATH, "")
+        trace_id = self.span.get_span_context().trace_id
+        return f"{self.method} {path} (trace_id {trace_id:032x})"
+
+    def _add_db_attributes(self, attributes: dict[str, AttributeValue]) -> None:
         attributes[attr.DJANGO_DB_QUERY_COUNT] = self.db_query_count
         attributes[attr.DJANGO_DB_DURATION_MS] = self.db_duration_ns / 1e6
         attributes[attr.DJANGO_DB_SLOWEST_QUERY_MS] = self.db_slowest_ns / 1e6
-        attributes[attr.DJANGO_DB_SLOWEST_QUERY] = str(self.db_slowest_sql)[:max_length]
+        attributes[attr.DJANGO_DB_SLOWEST_QUERY] = str(self.db_slowest_sql)[: self.sql_max_length]
         distinct = len(self.db_statements or ())
         attributes[attr.DJANGO_DB_DUPLICATE_QUERY_COUNT] = self.db_query_count - distinct
 
@@ -154,21 +247,10 @@ class RequestEvent:
         """Describe what went wrong, if anything; return the span status description."""
         exc = self.exception
         if exc is not None:
-            type_name = exception_type_name(exc)
-            attributes[ERROR_TYPE] = type_name
-            attributes[EXCEPTION_TYPE] = type_name
-            attributes[EXCEPTION_MESSAGE] = str(exc)
-            attributes[EXCEPTION_STACKTRACE] = "".join(traceback.format_exception(exc))
-            return f"{type_name}: {exc}"
+            attributes.update(exception_attributes(exc))
+            type_name = attributes[ERROR_TYPE] = attributes[EXCEPTION_TYPE]
+            return f"{type_name!s}: {exc}"
         if self.status_code >= 500:
             attributes.setdefault(ERROR_TYPE, str(self.status_code))
             return f"HTTP {self.status_code}"
         return None
-
-    def set_route(self, route: str | None) -> None:
-        if route is None:
-            return
-        # Django's pattern for the site root is "", which says nothing on its own.
-        route = route or "/"
-        self.route = route
-        self.attributes[HTTP_ROUTE] = route

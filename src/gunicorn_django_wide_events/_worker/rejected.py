@@ -3,7 +3,8 @@
 An invalid request line (400), headers over gunicorn's limits (431), a URI too long (414): the
 app never sees these, yet each one is a request gunicorn started handling and gets its event,
 carrying what could be parsed. ``Worker.handle_error`` is where gunicorn writes those answers;
-the status code is read from the one place gunicorn sends it, ``gunicorn.util.write_error``.
+the status code is read from the one place gunicorn sends it, ``gunicorn.util.write_error``
+(patched in ``_gunicorn.py`` to call ``note_error_status``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
 
-import gunicorn.util
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.exception_attributes import (
-    EXCEPTION_MESSAGE,
-    EXCEPTION_TYPE,
-)
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
 
-from .._attributes import EventType, exception_type_name
+from .._attributes import exception_attributes
 from .._guard import never_raise
 from .event import RequestEvent, exception_left_to_gunicorn
 from .http import HttpAttributes
@@ -30,32 +27,16 @@ _rejected_event: ContextVar[RequestEvent | None] = ContextVar(
     "gunicorn_django_wide_events.rejected_event", default=None
 )
 _guard: Final = never_raise("gunicorn.handle_error")
-_original_write_error: Callable[..., None] | None = None
 
 # gunicorn puts the offending bytes in some messages: keep them short on the event.
 MAX_MESSAGE_LENGTH: Final = 256
 
 
-def _write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+def note_error_status(status_int: int) -> None:
+    """gunicorn writes an error answer: the rejected request's event takes its status."""
     event = _rejected_event.get()
     if event is not None:
         event.status_code = status_int
-    assert _original_write_error is not None
-    _original_write_error(sock, status_int, reason, mesg)
-
-
-def watch_error_responses() -> None:
-    global _original_write_error  # noqa: PLW0603
-    if _original_write_error is None:
-        _original_write_error = gunicorn.util.write_error
-        gunicorn.util.write_error = _write_error
-
-
-def unwatch_error_responses() -> None:
-    global _original_write_error  # noqa: PLW0603
-    if _original_write_error is not None:
-        gunicorn.util.write_error = _original_write_error
-        _original_write_error = None
 
 
 def environ_of(req: Any, addr: Any) -> dict[str, Any]:
@@ -114,17 +95,17 @@ class RejectedRequests:
             _rejected_event.reset(token)
             if event is not None:
                 with _guard:
-                    self.slot.add_attributes(event.attributes)
-                    event.finish(EventType.REQUEST, self.sql_max_length)
+                    event.end_rejected()
 
     def _start(self, req: Any, addr: Any, exc: BaseException) -> RequestEvent | None:
         with _guard:
             method, attributes = self.http.request_attributes(environ_of(req, addr))
             span = self.spans.start_span(method, None, attributes)
-            event = RequestEvent(span, method, {})
-            type_name = exception_type_name(exc)
-            event.attributes[ERROR_TYPE] = type_name
-            event.attributes[EXCEPTION_TYPE] = type_name
-            event.attributes[EXCEPTION_MESSAGE] = str(exc)[:MAX_MESSAGE_LENGTH]
+            event = RequestEvent(span, method, self.slot, sql_max_length=self.sql_max_length)
+            described = exception_attributes(
+                exc, stacktrace=False, message_limit=MAX_MESSAGE_LENGTH
+            )
+            event.attributes[ERROR_TYPE] = described[EXCEPTION_TYPE]
+            event.attributes.update(described)
             return event
         return None

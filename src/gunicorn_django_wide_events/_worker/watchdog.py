@@ -8,6 +8,9 @@ at once with a bounded wait, and, for a sync worker, answers the client and exit
 its own terms. gthread workers are never killed for a slow request, so there the deadline is the
 configured request timeout and the worker carries on; the request's later end adds nothing.
 
+The watchdog sees a request through the small ``Watched`` protocol (``RequestEvent`` is one):
+its deadline, its thread, whether anything was sent, and how to end it as a timeout.
+
 The thread sleeps until the earliest deadline; registering a request is a dict assignment and
 wakes it only when the new deadline is earlier than the planned wake-up, which a fixed timeout
 never is.
@@ -21,25 +24,15 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from gunicorn.workers.sync import SyncWorker
-from opentelemetry.semconv.attributes.code_attributes import CODE_STACKTRACE
-from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
-from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 
-from .. import _attributes as attr
-from .._attributes import EventType
-from .._export.handover import WorkerSpanProcessor
-from .._guard import logger, never_raise
-from .slot import NoSlot, WorkerSlot
-
-if TYPE_CHECKING:
-    from .wsgi import RequestScope
-
+from .._config import Config
+from .._export.processor import WorkerSpanProcessor
+from .._guard import log_once, logger, never_raise
 
 # How a sync worker leaves after its timeout event: not gunicorn's 3 (boot error) or 4 (app load
 # error), which stop the whole server, but the 1 of gunicorn's own abort path.
@@ -52,30 +45,39 @@ TIMEOUT_RESPONSE: Final = (
     b"\r\n"
     b"Request took too long\n"
 )
+# Workers whose threads are greenlets: a watchdog there could not preempt a stuck request.
+UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.ggevent", "gunicorn.workers.geventlet")
 _fire_guard: Final = never_raise("watchdog.fire")
-_WSGI_MODULE_FILE: Final = os.path.join(os.path.dirname(__file__), "wsgi.py")
 
 
-def thread_cpu_ms(thread_id: int) -> float | None:
-    """CPU time of another thread of this process, where the platform can tell."""
-    try:
-        clock = time.pthread_getcpuclockid(thread_id)
-        return time.clock_gettime(clock) * 1e3
-    except (AttributeError, OSError, ValueError):
-        return None
+class Watched(Protocol):
+    """What the watchdog needs of a request in flight."""
+
+    due: float  # monotonic seconds; set by ``Watchdog.watch``
+    started: float
+    thread_id: int
+    headers_sent: bool
+    client: Any  # gunicorn's socket to the client, if any
+
+    @property
+    def span_id(self) -> int: ...
+
+    def time_out(self, stack: str | None, answered: bool) -> bool: ...
+
+    def describe(self) -> str: ...
 
 
-def thread_stack(thread_id: int) -> str | None:
-    """The stack of another thread, from the app's WSGI entry down to where it is stuck.
+def thread_stack(thread_id: int, trim_through: Collection[str] = ()) -> str | None:
+    """The stack of another thread, below the last frame from a file in ``trim_through``.
 
-    The frames above our middleware (gunicorn's arbiter, worker loop and request handling) are
-    the same for every request and left out.
+    The frames above the request path's entry (gunicorn's arbiter, worker loop and request
+    handling) are the same for every request and left out.
     """
     frame = sys._current_frames().get(thread_id)
     if frame is None:
         return None
     frames = traceback.extract_stack(frame)
-    entries = [i for i, entry in enumerate(frames) if entry.filename == _WSGI_MODULE_FILE]
+    entries = [i for i, entry in enumerate(frames) if entry.filename in trim_through]
     if entries:
         frames = traceback.StackSummary.from_list(frames[entries[-1] + 1 :])
     return "".join(frames.format())
@@ -88,111 +90,85 @@ class Watchdog:
         self,
         processor: WorkerSpanProcessor | None,
         *,
-        slot: WorkerSlot | NoSlot,
-        sql_max_length: int,
         deadlines: Deadlines,
+        trim_through: Collection[str] = (),
     ) -> None:
         self.due = deadlines.due
-        self.answers_timeouts = deadlines.sync
-        self.after_timeout = abort_sync_worker(processor) if deadlines.sync else log_timeout
+        self._answers_timeouts = deadlines.sync
+        self._after_timeout = abort_sync_worker(processor) if deadlines.sync else log_timeout
         # No request registered during an idle wait this long can be due before it ends.
-        self.idle_wait_s = max(deadlines.budget_s, 0.05)
-        self.processor = processor
-        self.slot = slot
-        self.sql_max_length = sql_max_length
-        self._in_flight: dict[int, RequestScope] = {}
+        self._idle_wait_s = max(deadlines.budget_s, 0.05)
+        self._processor = processor
+        self._trim_through = frozenset(trim_through)
+        self._in_flight: dict[int, Watched] = {}
         self._wakeup = threading.Event()
         # Held while a deadline fires: gunicorn's abort handler waits for it, so that a
         # timeout event the watchdog started is finished, not raced by the request's unwinding.
         self._firing = threading.Lock()
         self._next_wakeup = 0.0
         self._stopped = False
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="wide-events-watchdog", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="wide-events-watchdog", daemon=True).start()
 
     def stop(self) -> None:
         self._stopped = True
         self._wakeup.set()
 
-    def watch(self, scope: RequestScope) -> None:
-        self._in_flight[id(scope)] = scope
-        if scope.due < self._next_wakeup:
+    def watch(self, request: Watched) -> None:
+        request.due = due = self.due(request.started)
+        self._in_flight[id(request)] = request
+        if due < self._next_wakeup:
             self._wakeup.set()
 
-    def release(self, scope: RequestScope) -> None:
-        self._in_flight.pop(id(scope), None)
+    def release(self, request: Watched) -> None:
+        self._in_flight.pop(id(request), None)
 
     def fire_all(self) -> None:
         """Send the timeout events of every request in flight now (gunicorn's abort is here)."""
         with self._firing:
-            for scope in list(self._in_flight.values()):
-                self._in_flight.pop(id(scope), None)
-                self.time_out(scope)
+            for request in list(self._in_flight.values()):
+                self._in_flight.pop(id(request), None)
+                self._time_out(request)
 
     def _run(self) -> None:
         while not self._stopped:
             self._wakeup.clear()
             now = time.monotonic()
-            next_wakeup = now + self.idle_wait_s
-            for scope in list(self._in_flight.values()):
-                if scope.due <= now:
+            next_wakeup = now + self._idle_wait_s
+            for request in list(self._in_flight.values()):
+                if request.due <= now:
                     with self._firing, _fire_guard:
-                        if self._in_flight.pop(id(scope), None) is not None and self.time_out(
-                            scope
+                        if self._in_flight.pop(id(request), None) is not None and (
+                            self._time_out(request)
                         ):
-                            self.after_timeout(scope)
+                            self._after_timeout(request)
                 else:
-                    next_wakeup = min(next_wakeup, scope.due)
+                    next_wakeup = min(next_wakeup, request.due)
             self._next_wakeup = next_wakeup
             self._wakeup.wait(max(next_wakeup - time.monotonic(), 0.0))
 
-    def time_out(self, scope: RequestScope) -> bool:
-        """Finish ``scope``'s event as a timeout and export it now; False if already finished."""
-        event = scope.event
-        if event.finished:
-            return False
-        attributes = event.attributes
-        now = time.monotonic()
-        attributes[attr.WIDE_EVENT_ELAPSED_MS] = round((now - scope.started) * 1e3, 3)
-        attributes[attr.WIDE_EVENT_DEADLINE_MS] = round((scope.due - scope.started) * 1e3, 3)
-        stack = thread_stack(scope.thread_id)
-        if stack is not None:
-            attributes[CODE_STACKTRACE] = stack
-        if event.sql_in_flight is not None:
-            attributes[DB_QUERY_TEXT] = str(event.sql_in_flight)[: self.sql_max_length]
-        cpu_ms = thread_cpu_ms(scope.thread_id)
-        if cpu_ms is not None:
-            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - scope.cpu_start_ns / 1e6, 3)
-        if self.answers_timeouts and not scope.headers_sent:
-            attributes[HTTP_RESPONSE_STATUS_CODE] = 500
-        self.slot.add_attributes(attributes)
-        span_id = event.span.get_span_context().span_id
-        if self.processor is not None:
-            self.processor.mark_urgent(span_id)
-        if not event.finish(EventType.TIMEOUT, self.sql_max_length):
-            if self.processor is not None:
-                self.processor.unmark_urgent(span_id)
-            return False
-        self.slot.event_out()
-        return True
+    def _time_out(self, request: Watched) -> bool:
+        """End ``request``'s event as a timeout, exported now; False if it had ended."""
+        stack = thread_stack(request.thread_id, self._trim_through)
+        processor = self._processor
+        span_id = request.span_id
+        if processor is not None:
+            processor.mark_urgent(span_id)
+        if request.time_out(stack, answered=self._answers_timeouts):
+            return True
+        if processor is not None:
+            processor.unmark_urgent(span_id)
+        return False
 
 
 class NoWatchdog:
     """Stands in where timeouts cannot be watched (gevent, or no gunicorn timeout)."""
 
-    answers_timeouts = False
-
-    @staticmethod
-    def due(now: float) -> float:
-        return float("inf")
-
-    def watch(self, scope: RequestScope) -> None:
+    def watch(self, request: Watched) -> None:
         return None
 
-    def release(self, scope: RequestScope) -> None:
+    def release(self, request: Watched) -> None:
         return None
 
     def fire_all(self) -> None:
@@ -205,27 +181,23 @@ class NoWatchdog:
 no_watchdog: Final = NoWatchdog()
 
 
-def log_timeout(scope: RequestScope) -> None:
-    event = scope.event
+def log_timeout(request: Watched) -> None:
     logger.error(
-        "gunicorn-django-wide-events: %s %s ran past its %.1fs deadline; timeout event sent "
-        "(trace_id %032x)",
-        event.method,
-        (getattr(event.span, "attributes", None) or {}).get(URL_PATH, ""),
-        scope.due - scope.started,
-        event.span.get_span_context().trace_id,
+        "gunicorn-django-wide-events: %s ran past its %.1fs deadline; timeout event sent",
+        request.describe(),
+        request.due - request.started,
     )
 
 
-def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[RequestScope], None]:
+def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watched], None]:
     """What a sync worker does after a timeout event: answer, log one line, exit."""
 
-    def abort(scope: RequestScope) -> None:
-        if not scope.headers_sent and scope.client is not None:
+    def abort(request: Watched) -> None:
+        if not request.headers_sent and request.client is not None:
             with never_raise("watchdog.answer"):
-                scope.client.settimeout(1.0)
-                scope.client.sendall(TIMEOUT_RESPONSE)
-        log_timeout(scope)
+                request.client.settimeout(1.0)
+                request.client.sendall(TIMEOUT_RESPONSE)
+        log_timeout(request)
         if processor is not None:
             # The request's child spans are still queued; flush them, briefly (force_flush
             # itself has no deadline on a dead collector).
@@ -285,3 +257,40 @@ def deadlines_for(
 
         return Deadlines(sync_due, min(budget, kill_budget), sync=True)
     return Deadlines(lambda now: now + budget, budget, sync=False)
+
+
+def watchdog_for(
+    worker: Any,
+    config: Config,
+    processor: WorkerSpanProcessor | None,
+    trim_through: Collection[str] = (),
+) -> Watchdog | NoWatchdog:
+    """The watchdog a gunicorn worker gets, started; ``no_watchdog`` where none can work."""
+    if type(worker).__module__.startswith(UNWATCHABLE_WORKER_MODULES):
+        log_once(
+            "watchdog.gevent",
+            "gunicorn-django-wide-events: %s workers get no timeout events (the watchdog "
+            "needs a real thread); request events work as usual",
+            type(worker).__name__,
+        )
+        return no_watchdog
+    timeout = float(worker.cfg.timeout or 0)
+    margin = config.timeout_margin_s
+    if timeout and margin >= timeout:
+        margin = timeout / 2
+        log_once(
+            "watchdog.margin",
+            "gunicorn-django-wide-events: WIDE_EVENTS_TIMEOUT_MARGIN is not below gunicorn's "
+            "timeout of %ss; using %ss",
+            timeout,
+            margin,
+        )
+    if not timeout and not config.request_timeout_s:
+        return no_watchdog  # --timeout 0 and no request timeout: nothing to watch
+    watchdog = Watchdog(
+        processor,
+        deadlines=deadlines_for(worker, timeout, margin, config.request_timeout_s),
+        trim_through=trim_through,
+    )
+    watchdog.start()
+    return watchdog

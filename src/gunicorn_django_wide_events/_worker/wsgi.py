@@ -8,8 +8,6 @@ the plain OpenTelemetry API land on it and other instrumentations' spans become 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
 from typing import Any, Final, cast
@@ -17,8 +15,6 @@ from typing import Any, Final, cast
 from opentelemetry import context, trace
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 
-from .. import _attributes as attr
-from .._attributes import EventType
 from .._guard import never_raise
 from .event import RequestEvent, current_event, exception_left_to_gunicorn
 from .http import Environ, HttpAttributes, is_ascii_number
@@ -36,41 +32,26 @@ _response_guard: Final = never_raise("wsgi.start_response")
 
 
 class RequestScope:
-    """One request in flight: its event, the context it made current, the bytes it sent.
+    """One request in flight on the request path: its event, the context it made current.
 
     Ending is idempotent: gunicorn closes the body after the last byte, but an exception or a
     body that is never iterated must end the event too, exactly once.
     """
 
-    __slots__ = (
-        "_context_token",
-        "_event_token",
-        "_start_response",
-        "body_bytes",
-        "client",
-        "cpu_start_ns",
-        "due",
-        "event",
-        "headers_sent",
-        "middleware",
-        "started",
-        "thread_id",
-    )
+    __slots__ = ("_context_token", "_event_token", "_start_response", "event", "http", "watchdog")
 
     def __init__(
-        self, middleware: WideEventsMiddleware, event: RequestEvent, client: Any = None
+        self,
+        event: RequestEvent,
+        http: HttpAttributes,
+        watchdog: Watchdog | NoWatchdog,
+        start_response: StartResponse,
     ) -> None:
-        self.middleware = middleware
         self.event = event
-        self.client = client
-        self.body_bytes = 0
-        self.headers_sent = False
-        self.cpu_start_ns = time.thread_time_ns()
-        self.thread_id = threading.get_ident()
-        self.started = time.monotonic()
-        self.due = middleware.watchdog.due(self.started)
-        middleware.watchdog.watch(self)
-        self._start_response: StartResponse | None = None
+        self.http = http
+        self.watchdog = watchdog
+        self._start_response = start_response
+        watchdog.watch(event)
         ctx = trace.set_span_in_context(event.span)
         self._context_token: Token[Any] | None = context.attach(ctx)
         self._event_token: Token[RequestEvent | None] | None = current_event.set(event)
@@ -80,46 +61,22 @@ class RequestScope:
             event = self.event
             code = status[:3]
             event.status_code = int(code) if is_ascii_number(code) else 0
-            self.middleware.http.response_header_attributes(headers, event.attributes)
+            self.http.response_header_attributes(headers, event.attributes)
         except Exception:
             _response_guard.report()
-        assert self._start_response is not None
         return self._start_response(status, headers, *args)
 
     def end(self, exc: BaseException | None = None, incomplete: bool = False) -> None:
-        """Finish the event (if nobody did) and restore the context that was current before."""
-        self.middleware.watchdog.release(self)
+        """End the event (unless the watchdog did) and restore the context current before."""
+        self.watchdog.release(self.event)
+        if exc is not None:
+            # gunicorn hands it to Worker.handle_error (a 500, or the SystemExit of its abort
+            # handler after a timeout event), which must not make a second event.
+            exception_left_to_gunicorn.set(exc)
         try:
-            event = self.event
-            if exc is not None:
-                # gunicorn hands it to Worker.handle_error (a 500, or the SystemExit of its
-                # abort handler after a timeout event), which must not make a second event.
-                exception_left_to_gunicorn.set(exc)
-            if event.finished:  # the watchdog sent it as a timeout: the slot is idle again
-                self.middleware.slot.request_finished()
-                return self._restore_context()
-            attributes = event.attributes
-            if exc is not None:
-                event.record_exception(exc)
-                if self.headers_sent:
-                    incomplete = True
-                else:
-                    event.status_code = 500  # what gunicorn will answer
-            if incomplete:
-                attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
-            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (
-                time.thread_time_ns() - self.cpu_start_ns
-            ) / 1e6
-            attributes[attr.HTTP_RESPONSE_BODY_SIZE] = self.body_bytes
-            slot = self.middleware.slot
-            slot.add_attributes(attributes)
-            event.finish(EventType.REQUEST, self.middleware.sql_max_length)
-            slot.request_finished()
+            self.event.end_response(exc, incomplete)
         except Exception:
             _finish_guard.report()
-        self._restore_context()
-
-    def _restore_context(self) -> None:
         try:
             if self._event_token is not None:
                 current_event.reset(self._event_token)
@@ -147,10 +104,11 @@ class ResponseBody:
 
     def __iter__(self) -> Iterator[bytes]:
         scope = self._scope
+        event = scope.event
         try:
             for chunk in self._body:
-                scope.headers_sent = True
-                scope.body_bytes += len(chunk)
+                event.headers_sent = True
+                event.body_bytes += len(chunk)
                 yield chunk
         except Exception as exc:
             scope.end(exc)
@@ -216,10 +174,9 @@ class WideEventsMiddleware:
         self.caller_context = CallerContext()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        scope = self._start(environ)
+        scope = self._start(environ, start_response)
         if scope is None:
             return self.app(environ, start_response)
-        scope._start_response = start_response
         try:
             body = self.app(environ, scope.start_response)
         except BaseException as exc:
@@ -227,22 +184,28 @@ class WideEventsMiddleware:
             raise
         file_wrapper = environ.get("wsgi.file_wrapper")
         if file_wrapper is not None and isinstance(body, file_wrapper):
-            scope.headers_sent = True
+            scope.event.headers_sent = True
             body.close = FileBodyCloser(getattr(body, "close", None), scope)
             return cast("Iterable[bytes]", body)
         return ResponseBody(body, scope)
 
-    def _start(self, environ: Environ) -> RequestScope | None:
+    def _start(self, environ: Environ, start_response: StartResponse) -> RequestScope | None:
         try:
             if self.http.is_excluded(environ):
                 return None
             method, attributes = self.http.request_attributes(environ)
             parent = self.caller_context(environ)
             span = self.spans.start_span(method, parent, attributes)
-            self.slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
-            return RequestScope(
-                self, RequestEvent(span, method, {}, self.slot), environ.get("gunicorn.socket")
+            slot = self.slot
+            slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
+            event = RequestEvent(
+                span,
+                method,
+                slot,
+                sql_max_length=self.sql_max_length,
+                client=environ.get("gunicorn.socket"),
             )
+            return RequestScope(event, self.http, self.watchdog, start_response)
         except Exception:
             _start_guard.report()
             return None

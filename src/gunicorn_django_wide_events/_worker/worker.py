@@ -1,0 +1,93 @@
+"""The worker side of gunicorn's hooks: what a worker builds after fork and tears down at exit.
+
+After fork: its board slot, its resource, its own exporters (``post_fork``); then, once
+gunicorn has loaded the app, the watchdog and the request path around the app
+(``post_worker_init``). At exit: the watchdog stops and the last spans are exported within a
+bounded time (``worker_exit``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+from opentelemetry import trace
+
+from .. import __about__
+from .._board import Board, slot_of
+from .._config import Config
+from .._export.handover import ForkSafeExport
+from .._export.resource import worker_resource
+from .._guard import forget_reports
+from . import wsgi
+from .http import HttpAttributes
+from .rejected import RejectedRequests
+from .slot import NoSlot, WorkerSlot, no_slot
+from .span import server_span_starter
+from .watchdog import NoWatchdog, Watchdog, no_watchdog, watchdog_for
+from .wsgi import WideEventsMiddleware
+
+TRACER_NAME: Final = "gunicorn_django_wide_events"
+# A timeout event's urgent export must end before gunicorn's SIGKILL, a margin after the deadline.
+MIN_URGENT_EXPORT_S: Final = 0.2
+URGENT_SHARE_OF_MARGIN: Final = 0.8
+# What a stopping worker leaves gunicorn's graceful timeout to reap it, at least.
+REAP_ALLOWANCE_S: Final = 1.0
+MIN_SHUTDOWN_S: Final = 0.5
+
+
+class WorkerSide:
+    """One worker's part; built in the master, used only after fork."""
+
+    def __init__(self, config: Config, export: ForkSafeExport) -> None:
+        self.config = config
+        self.export = export
+        self.http = HttpAttributes(config)  # built before fork: its patterns are compiled once
+        self.slot: WorkerSlot | NoSlot = no_slot
+        self.watchdog: Watchdog | NoWatchdog = no_watchdog
+
+    def post_fork(self, server: Any, worker: Any, board: Board | None) -> None:
+        forget_reports()
+        slot = slot_of(worker)
+        if slot is not None and board is not None:
+            self.slot = WorkerSlot(board, slot)
+        update_resource = getattr(trace.get_tracer_provider(), "_update_resource", None)
+        if update_resource is not None:
+            spawned_at = self.slot.spawned_at if isinstance(self.slot, WorkerSlot) else 0.0
+            update_resource(worker_resource(server, worker, slot, os.getpid(), spawned_at))
+        margin_s = self.config.timeout_margin_s
+        self.export.start_in_worker(
+            urgent_timeout_s=max(MIN_URGENT_EXPORT_S, URGENT_SHARE_OF_MARGIN * margin_s)
+        )
+
+    def post_worker_init(self, worker: Any) -> None:
+        self.watchdog = watchdog_for(
+            worker,
+            self.config,
+            self.export.span_processor,
+            trim_through=(wsgi.__file__,),
+        )
+        spans = server_span_starter(TRACER_NAME, __about__.__version__)
+        sql_max_length = self.config.sql_max_length
+        worker.wsgi = WideEventsMiddleware(
+            worker.wsgi,
+            spans,
+            http=self.http,
+            sql_max_length=sql_max_length,
+            slot=self.slot,
+            watchdog=self.watchdog,
+        )
+        worker.handle_error = RejectedRequests(
+            worker.handle_error, spans, self.http, sql_max_length, self.slot
+        )
+
+    def worker_abort(self) -> None:
+        """gunicorn's SIGABRT came before a deadline (margin too small): send the events now."""
+        self.watchdog.fire_all()
+
+    def worker_exit(self, server: Any) -> None:
+        self.watchdog.stop()
+        graceful_s = float(getattr(server.cfg, "graceful_timeout", 30))
+        self.export.shutdown_within(
+            min(self.config.shutdown_timeout_s, max(graceful_s - REAP_ALLOWANCE_S, MIN_SHUTDOWN_S))
+        )
