@@ -343,7 +343,8 @@ class GunicornLauncher:
 
     ``launcher="instrument"`` runs ``opentelemetry-instrument gunicorn ...``
     (zero-code instrumentation); ``launcher="config"`` runs plain gunicorn
-    with ``-c gunicorn.conf.py`` containing ``config_source``.  Note that
+    with ``-c gunicorn.conf.py`` containing ``config_source`` (also given to
+    ``opentelemetry-instrument`` when ``config_source`` is set).  Note that
     gunicorn gives command-line options precedence over the config file, so
     ``-w``/``-k``/``--threads``/``--timeout`` always win.  Also, gunicorn
     silently runs the ``gthread`` worker when ``worker_class="sync"`` is
@@ -396,8 +397,15 @@ class GunicornLauncher:
             "10",
             "--access-logfile",
             "-",
+            # Its own control socket: the default path is one per user, and servers would clash.
+            "--control-socket",
+            str(runtime_dir / "gunicorn.ctl"),
             *extra_args,
         ]
+        if launcher == "config" or config_source:
+            config_path = workdir / "gunicorn.conf.py"
+            config_path.write_text(config_source, encoding="utf-8")
+            gunicorn_args = ["-c", str(config_path), *gunicorn_args]
         if launcher == "instrument":
             command = [
                 str(VENV_BIN / "opentelemetry-instrument"),
@@ -405,9 +413,7 @@ class GunicornLauncher:
                 *gunicorn_args,
             ]
         elif launcher == "config":
-            config_path = workdir / "gunicorn.conf.py"
-            config_path.write_text(config_source, encoding="utf-8")
-            command = [str(VENV_BIN / "gunicorn"), "-c", str(config_path), *gunicorn_args]
+            command = [str(VENV_BIN / "gunicorn"), *gunicorn_args]
         else:
             raise ValueError(f"unknown launcher {launcher!r}")
 

@@ -119,6 +119,37 @@ def test_gunicorn_config_file_instead_of_the_wrapper(
         assert f"user {hook} ran" in log
 
 
+# The README's "Settings from code" example, with values a test can see on the event.
+CONFIG_IN_CODE = """\
+import dataclasses
+
+import gunicorn_django_wide_events.auto  # noqa: F401
+from gunicorn_django_wide_events import Config, WideEventsInstrumentor
+
+WideEventsInstrumentor().instrument(
+    config=dataclasses.replace(Config.from_environ(), sql_max_length=12, capture_user_id=True)
+)
+"""
+
+
+@pytest.mark.parametrize("launcher", ["instrument", "config"])
+def test_settings_given_in_code_win_over_the_environment(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, launcher: str
+) -> None:
+    """instrument(config=...) in gunicorn.conf.py takes effect, opentelemetry-instrument or not."""
+    server = gunicorn_server(
+        launcher=launcher,
+        config_source=CONFIG_IN_CODE,
+        env={"WIDE_EVENTS_SQL_MAX_LENGTH": "4000", "WIDE_EVENTS_CAPTURE_USER_ID": "false"},
+    )
+    event = the_event(server, receiver, send(server, "/sql/", headers={"X-Test-User": "7"}))
+    assert server.stop() == 0
+
+    assert len(str(event.attributes["django.db.slowest_query"])) == 12
+    assert event.attributes["user.id"] == "7"
+    assert "Attempting to instrument while already instrumented" not in server.log_text()
+
+
 @pytest.mark.parametrize("launcher", ["instrument", "config"])
 def test_bad_setting_stops_start_up_with_one_clear_line(
     otlp_receiver: OtlpReceiver, tmp_path: Path, launcher: str
@@ -133,7 +164,14 @@ def test_bad_setting_stops_start_up_with_one_clear_line(
     )
     config = tmp_path / "gunicorn.conf.py"
     config.write_text("import gunicorn_django_wide_events.auto  # noqa: F401\n")
-    gunicorn = [str(VENV_BIN / "gunicorn"), "djangoapp.wsgi", "--bind", f"127.0.0.1:{free_port()}"]
+    gunicorn = [
+        str(VENV_BIN / "gunicorn"),
+        "djangoapp.wsgi",
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+        "--control-socket",
+        str(tmp_path / "gunicorn.ctl"),
+    ]
     if launcher == "instrument":
         command = [str(VENV_BIN / "opentelemetry-instrument"), *gunicorn]
     else:

@@ -23,6 +23,6 @@ def add_fields(fields: Mapping[str, AttributeValue]) -> bool:
     event = current_event.get()
     if event is None:
         return False
-    # The event's own attributes skip the SDK's checks (server_span.py); the app's values don't.
+    # The event's own attributes skip the SDK's checks (span.py); the app's values don't.
     event.attributes.update(BoundedAttributes(None, fields))
     return True
