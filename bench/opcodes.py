@@ -142,13 +142,12 @@ def set_up(database: Path) -> tuple[WSGIApp, WSGIApp, Any, list[Any]]:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    from gunicorn_django_wide_events import django_db, django_request
     from gunicorn_django_wide_events._board import Board, ServerSample, WorkerSample
     from gunicorn_django_wide_events._config import Config
-    from gunicorn_django_wide_events._export.handover import (
-        WorkerSpanProcessor,
-        raise_span_attribute_limit,
-    )
+    from gunicorn_django_wide_events._export.handover import raise_span_attribute_limit
+    from gunicorn_django_wide_events._export.processor import WorkerSpanProcessor
+    from gunicorn_django_wide_events._worker import django as django_request
+    from gunicorn_django_wide_events._worker import django_db
     from gunicorn_django_wide_events._worker.http import HttpAttributes
     from gunicorn_django_wide_events._worker.slot import WorkerSlot
     from gunicorn_django_wide_events._worker.span import server_span_starter
@@ -177,12 +176,7 @@ def set_up(database: Path) -> tuple[WSGIApp, WSGIApp, Any, list[Any]]:
     board.write_server(ServerSample(1.0, 0.5, 0, 30_000_000, 90.0, 60_000_000))
     board.write_monitor(0, WorkerSample(1.0, 90.0, 60_000_000, 3, 12))
     slot = WorkerSlot(board, 0)
-    watchdog = Watchdog(
-        processor,
-        slot=slot,
-        sql_max_length=config.sql_max_length,
-        deadlines=Deadlines(lambda now: now + 29.0, 29.0, sync=True),
-    )
+    watchdog = Watchdog(processor, deadlines=Deadlines(lambda now: now + 29.0, 29.0, sync=True))
     watchdog.start()
     app = get_wsgi_application()
     wrapped = WideEventsMiddleware(
@@ -219,7 +213,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wide-events-opcodes-") as tmp:
         app, wrapped, processor, finished = set_up(Path(tmp) / "bench.sqlite3")
-        from gunicorn_django_wide_events import otlp_wire
+        from gunicorn_django_wide_events._export import otlp_wire
 
         print("bytecodes executed per request (request thread), and per span encoded (export)")
         for view in ("hello", "db"):
