@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from machine import machine_lines
+from harness.machine import machine_lines
+from harness.report import emit
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
@@ -39,11 +40,6 @@ from gunicorn_django_wide_events._worker.slot import WorkerSlot
 REQUEST_GOAL_US = 10.0  # board write + read per request
 MONITOR_GOAL_PERCENT = 1.0  # of one core
 SLEEPER = "import time; time.sleep(600)"
-
-
-def emit(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 # -- (a) per request ----------------------------------------------------------------------------

@@ -31,17 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from throughput import (
-    BENCH_DIR,
-    VIEWS,
-    Server,
-    bsp_schedule_delay_s,
-    emit,
-    ensure_wrk,
-    make_servers,
-    run_wrk,
-    wait_for_spans,
-)
+from harness import BENCH_DIR
+from harness.load import ensure_wrk
+from harness.measure import memory
+from harness.report import emit
+from harness.run import measured_run
+from harness.servers import VIEWS, Server, make_servers, start_all, stop_all
+from harness.sink import bsp_schedule_delay_s
 
 
 @dataclass
@@ -74,7 +70,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def start_servers(specs: Sequence[str], tmp: Path) -> list[Variant]:
-    specs_by_name = {"bare": {}} | dict(parse_variant(spec) for spec in specs)
+    specs_by_name: dict[str, dict[str, str]] = {"bare": {}} | dict(map(parse_variant, specs))
     variants = []
     for name, environ in specs_by_name.items():
         directory = tmp / name
@@ -82,26 +78,24 @@ def start_servers(specs: Sequence[str], tmp: Path) -> list[Variant]:
         kind = "bare" if name == "bare" else "package"
         (server,) = make_servers([kind], directory, 0.0, environ)
         variants.append(Variant(name, server, environ))
-    for variant in variants:
-        variant.server.start()
-    for variant in variants:
-        variant.server.wait_ready()
+    start_all([variant.server for variant in variants])
     return variants
 
 
 def drive(args: argparse.Namespace, wrk: str, variant: Variant, duration: int) -> None:
-    server = variant.server
-    before = server.sink.count() if server.sink else 0
-    cpu_before = server.worker_cpu_s()
-    main_before = sum(server.worker_cpu_by_thread()["main"])
-    result = run_wrk(wrk, server.url(args.view), 1, 4, duration)
-    if server.sink is not None:
-        flush_timeout_s = bsp_schedule_delay_s(variant.environ) + 3.0
-        wait_for_spans(server.sink, before, result.requests, flush_timeout_s)
-    main_cpu_s = sum(server.worker_cpu_by_thread()["main"]) - main_before
-    variant.rps.append(result.rps)
-    variant.cpu_us.append((server.worker_cpu_s() - cpu_before) / result.requests * 1e6)
-    variant.main_cpu_us.append(main_cpu_s / result.requests * 1e6)
+    run = measured_run(
+        wrk,
+        variant.server,
+        args.view,
+        threads=1,
+        connections=4,
+        duration=duration,
+        flush_timeout_s=bsp_schedule_delay_s(variant.environ) + 3.0,
+    )
+    requests = run.wrk.requests
+    variant.rps.append(run.wrk.rps)
+    variant.cpu_us.append(run.cpu_s / requests * 1e6)
+    variant.main_cpu_us.append(sum(run.threads["main"]) / requests * 1e6)
     time.sleep(0.3)
 
 
@@ -115,7 +109,7 @@ def report(variants: Sequence[Variant]) -> None:
     for variant in variants:
         rps = statistics.median(variant.rps)
         spread = (max(variant.rps) - min(variant.rps)) / rps * 100
-        rss = variant.server.worker_memory()[0] / 2**20
+        rss = memory(variant.server.worker)[0] / 2**20
         main_cpu = statistics.median(variant.main_cpu_us)
         other_cpu = statistics.median(
             total - main for total, main in zip(variant.cpu_us, variant.main_cpu_us, strict=True)
@@ -157,10 +151,7 @@ def main(argv: Sequence[str]) -> int:
                 )
             report(variants)
         finally:
-            for variant in variants:
-                variant.server.stop()
-                if variant.server.sink is not None:
-                    variant.server.sink.stop()
+            stop_all([variant.server for variant in variants])
     return 0
 
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import timeit
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from machine import machine_lines
+from harness.machine import machine_lines
+from harness.report import emit
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
     encode_spans as stock_encode_spans,
 )
@@ -58,11 +58,6 @@ STACK_TRACE = (
     )
     + "RuntimeError: payment provider timed out after 3 attempts\n"
 )
-
-
-def emit(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 # -- spans --------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+from harness import BENCH_DIR
+from harness.report import emit
+
 PACKAGE = "gunicorn_django_wide_events"
 
 Call = Callable[[], object]
@@ -194,7 +196,7 @@ def report(title: str, per_call: dict[tuple[str, str], float], top: int) -> None
     by_owner: Counter[str] = Counter()
     for (filename, _), count in per_call.items():
         by_owner[owner(filename)] += count
-    print(
+    emit(
         f"  {title}: {sum(by_owner.values()):.0f}"
         f" (package {by_owner['package']:.0f}, opentelemetry {by_owner['opentelemetry']:.0f},"
         f" the rest {by_owner['other']:.0f})"
@@ -203,7 +205,7 @@ def report(title: str, per_call: dict[tuple[str, str], float], top: int) -> None
         (count, short_name(*key)) for key, count in per_call.items() if owner(key[0]) != "other"
     ]
     for count, name in sorted(ours, reverse=True)[:top]:
-        print(f"    {count:7.1f}  {name}")
+        emit(f"    {count:7.1f}  {name}")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -215,7 +217,7 @@ def main(argv: Sequence[str]) -> int:
         app, wrapped, processor, finished = set_up(Path(tmp) / "bench.sqlite3")
         from gunicorn_django_wide_events._export import otlp_wire
 
-        print("bytecodes executed per request (request thread), and per span encoded (export)")
+        emit("bytecodes executed per request (request thread), and per span encoded (export)")
         for view in ("hello", "db"):
             path = f"/{view}/"
             bare_call, package_call = request_caller(app, path), request_caller(wrapped, path)
@@ -228,7 +230,7 @@ def main(argv: Sequence[str]) -> int:
             finished.clear()
             package.run(package_call, args.requests)
             processor.force_flush()
-            print(f"\n== {path}")
+            emit(f"\n== {path}")
             report("bare Django", bare.per_call(args.requests), 0)
             report("with the package", package.per_call(args.requests), args.top)
             spans = list(finished)

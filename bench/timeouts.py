@@ -52,16 +52,17 @@ from pathlib import Path
 from typing import Final
 
 import psutil
+from harness import REPO_ROOT
+from harness.machine import machine_lines
+from harness.report import emit
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+# The tests' launcher and receiver are imported from the checkout, which is not installed.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from machine import machine_lines  # noqa: E402
-
-from tests.integration.conftest import GunicornLauncher, GunicornServer  # noqa: E402
-from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
+from tests.integration.conftest import GunicornLauncher, GunicornServer
+from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 PROTOCOLS: Final = ("grpc", "http/protobuf")
 GUNICORN_TIMEOUT: Final = 2  # seconds; deadline = heartbeat + 2 - 1 (default margin)
@@ -79,11 +80,6 @@ READY_TIMEOUT_S: Final = 30.0
 GONE_TIMEOUT_S: Final = 10.0  # gunicorn itself kills a stuck worker within ~3 s
 EVENT_GRACE_S: Final = 3.0  # extra wait for events once the round's workers are gone
 REQUEST_TIMEOUT_S: Final = 40.0
-
-
-def emit(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 # -- the collector ------------------------------------------------------------------------------
