@@ -43,8 +43,8 @@ Edit = tuple[str, str, str]  # module, text to replace, replacement
 EDITS: dict[str, list[Edit]] = {
     "passthrough": [
         (
-            "wsgi.py",
-            "        scope = self._start(environ)\n"
+            "_worker/wsgi.py",
+            "        scope = self._start(environ, start_response)\n"
             "        if scope is None:\n"
             "            return self.app(environ, start_response)\n",
             "        return self.app(environ, start_response)\n",
@@ -52,32 +52,21 @@ EDITS: dict[str, list[Edit]] = {
     ],
     "no-span": [
         (
-            "wsgi.py",
+            "_worker/wsgi.py",
             "            span = self.spans.start_span(method, parent, attributes)\n"
-            "            self.slot.request_started(span, method, "
-            'str(attributes.get(URL_PATH, "")))\n'
-            "            return RequestScope(\n"
-            "                self, RequestEvent(span, method, {}, self.slot), "
-            'environ.get("gunicorn.socket")\n'
+            "            slot = self.slot\n"
+            "            entry = slot.request_started(\n"
+            '                span, method, str(attributes.get(URL_PATH, "")), '
+            'str(attributes.get(URL_QUERY, ""))\n'
             "            )\n",
             "            span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)\n"
-            "            return RequestScope(\n"
-            "                self, RequestEvent(span, method, attributes), "
-            'environ.get("gunicorn.socket")\n'
-            "            )\n",
-        ),
-        (
-            "wsgi.py",
-            "            slot = self.middleware.slot\n"
-            "            slot.add_attributes(attributes)\n"
-            "            event.finish(EventType.REQUEST, self.middleware.sql_max_length)\n"
-            "            slot.request_finished()\n",
-            "            event.finish(EventType.REQUEST, self.middleware.sql_max_length)\n",
+            "            slot = no_slot\n"
+            '            entry = slot.request_started(span, method, "")\n',
         ),
     ],
     "no-export": [
         (
-            "export.py",
+            "_export/processor.py",
             "        for processor in self._processors:\n            processor.on_end(span)\n",
             "        return\n",
         ),

@@ -2,10 +2,11 @@
 
 Run: ``/work/venv/bin/python bench/board.py`` (about 25 s; ``--help`` for options).
 
-(a) Per request, a worker calls ``WorkerSlot.request_started``, ``add_attributes`` and
-    ``request_finished``: timed with ``timeit`` over many iterations, median of several repeats,
-    each part and the whole. The monitor and server samples are on the board, so
-    ``add_attributes`` reads them as in production.
+(a) Per request, a worker calls ``WorkerSlot.request_started`` (which gives the request its
+    entry), the entry's ``route_resolved``, ``add_attributes`` and the entry's ``finished``:
+    timed with ``timeit`` over many iterations, median of several repeats, parts and the whole.
+    The monitor and server samples are on the board, so ``add_attributes`` reads them as in
+    production.
 (b) The master's monitor: real child processes stand in for the workers, and ``Monitor.sample()``
     runs for them once per interval in a thread of this process, as the monitor thread does.
     The CPU time that thread spends sampling, over the wall time of the run, is its share of one
@@ -65,26 +66,25 @@ def bench_request(number: int, repeat: int, workers: int) -> list[tuple[str, flo
     attributes: dict[str, AttributeValue] = {}
     path = "/api/orders/12345/items/"
 
+    query = "page=2&sort=date"
+
     def whole() -> None:
-        worker.request_started(span, "GET", path)
+        entry = worker.request_started(span, "GET", path, query)
+        entry.route_resolved("api/orders/<int:order_id>/items/", "shop.views.order_items")
         worker.add_attributes(attributes)
-        worker.request_finished()
+        entry.finished()
 
     def started() -> None:
-        worker.request_started(span, "GET", path)
+        worker.request_started(span, "GET", path, query).finished()
 
     def added() -> None:
         worker.add_attributes(attributes)
 
-    def finished() -> None:
-        worker.request_finished()
-
     whole()  # warm up
     results = [
-        ("request_started", per_call_us(started, number, repeat)),
+        ("request_started + finished", per_call_us(started, number, repeat)),
         ("add_attributes", per_call_us(added, number, repeat)),
-        ("request_finished", per_call_us(finished, number, repeat)),
-        ("all three (one request)", per_call_us(whole, number, repeat)),
+        ("all of one request (start, route, attributes, end)", per_call_us(whole, number, repeat)),
     ]
     span.end()
     provider.shutdown()

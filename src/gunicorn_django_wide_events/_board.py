@@ -1,18 +1,21 @@
-"""The board: one anonymous shared-memory region, created by the master before the first fork.
+"""The board: one shared-memory region, created by the master before the first fork.
 
 Layout, all native byte order::
 
-    header        capacity, then the server sample (seqlock)
-    in_use[cap]   one byte per slot: a worker holds it (written by the master)
-    busy[cap]     one byte per slot: its worker is serving a request (written by the worker)
-    slots[cap]    per worker: the master's sample of it (seqlock), its request (seqlock)
+    header          capacity, entries per slot, then the server sample (seqlock)
+    in_use[cap]     one byte per slot: a worker holds it (written by the master)
+    busy[cap]       one byte per slot: requests its worker is serving now, at most 255
+                    (written by the worker)
+    slots[cap]      per worker: the master's sample of it (seqlock), the worker itself (pid and
+                    spawn time, seqlock), then one entry per request it can serve at once
+                    (seqlock each): what the request is, how far it got, its statement in flight
 
-Every region has exactly one writer, so no lock is ever needed, and none can be left held by a
-killed process. A seqlock region is written as: counter made odd, fields, counter made even; a
-reader retries when the counter was odd or changed while it read (a torn read). Single bytes
-(``in_use``, ``busy``) need no counter: a byte is written whole. The mapping is anonymous
-(``mmap(-1, ...)``), so nothing is left behind in ``/dev/shm`` even when the master is
-SIGKILLed; workers inherit it through fork.
+Every region has exactly one writer, so no lock is ever needed across processes, and none can
+be left held by a killed process. A seqlock region is written as: counter made odd, fields,
+counter made even; a reader retries when the counter was odd or changed while it read (a torn
+read). Single bytes (``in_use``, ``busy``, a request's state) need no counter: a byte is
+written whole. The mapping is anonymous, so nothing is left behind in ``/dev/shm`` even when
+the master is SIGKILLed; workers inherit it through fork.
 """
 
 from __future__ import annotations
@@ -22,31 +25,57 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-PATH_BYTES: Final = 256
-SQL_BYTES: Final = 1024
 METHOD_BYTES: Final = 16
+PATH_BYTES: Final = 256
+QUERY_BYTES: Final = 256
+ROUTE_BYTES: Final = 128
+VIEW_BYTES: Final = 128
+SQL_BYTES: Final = 1024
+MAX_ENTRIES_PER_SLOT: Final = 255  # busy[] holds the count of entries in use in one byte
 _READ_ATTEMPTS: Final = 100
 
-_HEADER: Final = struct.Struct("=I")  # capacity
+_HEADER: Final = struct.Struct("=II")  # capacity, entries per slot
 _SEQ: Final = struct.Struct("=I")  # the counter in front of each seqlock region
-# sampled_at, load1, backlog, master_rss, workers_cpu_percent, workers_rss
+# sampled_at, load1, backlog, master_rss, workers_cpu_percent, workers_rss; a figure nobody
+# could sample yet is negative.
 _SERVER: Final = struct.Struct("=ddqqdq")
-# sampled_at, cpu_percent, rss, threads, fds
+# sampled_at, cpu_percent (negative until psutil has two readings), rss, threads, fds
 _MONITOR: Final = struct.Struct("=ddqii")
-# pid, spawned_at, requests, started_at, trace_id, span_id, parent_span_id, event_out, method,
-# path, sql
-_REQUEST: Final = struct.Struct(f"=idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
-
-_EVENT_OUT_AT: Final = struct.calcsize("=idQd16s8s8s")  # offset of event_out in _REQUEST
-# What changes when a request starts: requests to path, the tail of _REQUEST without the sql
-# (the three ids side by side: trace_id, span_id, parent_span_id).
-_REQUEST_START: Final = struct.Struct(f"=Qd32sB{METHOD_BYTES}s{PATH_BYTES}s")
-_REQUEST_START_AT: Final = struct.calcsize("=id")  # offset of requests in _REQUEST
+_WORKER: Final = struct.Struct("=id")  # pid, spawned_at
+# requests (the worker's count, this one included), started_at, trace_id, span_id,
+# parent_span_id, event_out, state, method, path, query, route, view, db query count, db time
+_ENTRY: Final = struct.Struct(
+    f"=Qd16s8s8sBB{METHOD_BYTES}s{PATH_BYTES}s{QUERY_BYTES}s{ROUTE_BYTES}s{VIEW_BYTES}sIQ"
+)
+# What a request's start writes: all of _ENTRY, the three ids side by side.
+_ENTRY_START: Final = struct.Struct(
+    f"=Qd32sBB{METHOD_BYTES}s{PATH_BYTES}s{QUERY_BYTES}s{ROUTE_BYTES}s{VIEW_BYTES}sIQ"
+)
 _STARTED_AT: Final = struct.Struct("=d")
-_STARTED_AT_AT: Final = struct.calcsize("=idQ")  # offset of started_at in _REQUEST
-_SQL_AT: Final = _REQUEST_START_AT + _REQUEST_START.size  # offset of sql in _REQUEST
+_STARTED_AT_AT: Final = struct.calcsize("=Q")
+_EVENT_OUT_AT: Final = struct.calcsize("=Qd32s")
+_STATE_AT: Final = _EVENT_OUT_AT + 1
+_ROUTE_VIEW: Final = struct.Struct(f"={ROUTE_BYTES}s{VIEW_BYTES}s")
+_ROUTE_AT: Final = struct.calcsize(f"=Qd32sBB{METHOD_BYTES}s{PATH_BYTES}s{QUERY_BYTES}s")
+_DB: Final = struct.Struct("=IQ")  # written in place, outside the seqlock (see write_db)
+_DB_AT: Final = _ROUTE_AT + _ROUTE_VIEW.size
+_SQL_AT: Final = _ENTRY.size  # the statement in flight follows the entry's fields
+# What a reader takes in one seqlock read: the fields and the statement.
+_ENTRY_READ: Final = struct.Struct(f"{_ENTRY.format}{SQL_BYTES}s")
+_ENTRY_SIZE: Final = _SEQ.size + _ENTRY.size + SQL_BYTES
 _SERVER_AT: Final = _HEADER.size
 _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
+
+
+class RequestState:
+    """Values of an entry's ``state`` byte: where the request is, for a live view."""
+
+    IDLE: Final = 0
+    IN_APP: Final = 1
+    SENDING: Final = 2  # the app returned; the body is going out (streaming, a large file)
+    ABORTING: Final = 3  # its timeout event is out; the worker is ending it
+
+    NAMES: Final = {IDLE: "idle", IN_APP: "in view", SENDING: "streaming", ABORTING: "aborting"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,31 +84,39 @@ class ServerSample:
     load1: float
     backlog: int  # -1 when the platform does not tell
     master_rss: int
-    workers_cpu_percent: float  # summed over all workers
-    workers_rss: int  # summed over all workers
+    workers_cpu_percent: float  # summed over the workers sampled; -1.0 when none was
+    workers_rss: int  # summed over the workers sampled; -1 when none was
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSample:
     sampled_at: float
-    cpu_percent: float
+    cpu_percent: float  # -1.0 at a process's first sample: psutil needs two readings
     rss: int
     threads: int
-    fds: int
+    fds: int  # -1 where the platform does not tell
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerRequest:
+    """One request entry of a slot, as read back (an idle entry has ``started_at`` 0.0)."""
+
     pid: int
     spawned_at: float
     requests: int
-    started_at: float  # 0.0 when idle
+    started_at: float
     trace_id: bytes
     span_id: bytes
     parent_span_id: bytes  # all zero for a root span
     event_out: bool
+    state: int
     method: str
     path: str
+    query: str
+    route: str
+    view: str
+    db_query_count: int
+    db_duration_ns: int
     sql: str
 
 
@@ -99,18 +136,31 @@ def _clip(text: str, size: int) -> bytes:
 class Board:
     """The shared region and every read and write of it; it starts no thread of its own."""
 
-    def __init__(self, capacity: int, buffer: mmap.mmap | bytearray | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        entries_per_slot: int = 1,
+        buffer: mmap.mmap | bytearray | None = None,
+    ) -> None:
         if not 0 < capacity <= 0xFFFF:
             raise ValueError(f"board capacity must be between 1 and 65535, not {capacity}")
+        if not 0 < entries_per_slot <= MAX_ENTRIES_PER_SLOT:
+            raise ValueError(
+                f"entries per slot must be between 1 and {MAX_ENTRIES_PER_SLOT}, "
+                f"not {entries_per_slot}"
+            )
         self.capacity = capacity
+        self.entries_per_slot = entries_per_slot
         self._in_use_at = _FLAGS_AT
         self._busy_at = _FLAGS_AT + capacity
         self._slots_at = _FLAGS_AT + 2 * capacity
         self._monitor_size = _SEQ.size + _MONITOR.size
-        self._slot_size = self._monitor_size + _SEQ.size + _REQUEST.size
+        self._worker_size = _SEQ.size + _WORKER.size
+        self._entries_offset = self._monitor_size + self._worker_size
+        self._slot_size = self._entries_offset + entries_per_slot * _ENTRY_SIZE
         self.size = self._slots_at + capacity * self._slot_size
         self.buffer = buffer if buffer is not None else mmap.mmap(-1, self.size)
-        _HEADER.pack_into(self.buffer, 0, capacity)
+        _HEADER.pack_into(self.buffer, 0, capacity, entries_per_slot)
 
     # -- slots: assigned and freed by the master ------------------------------------------
 
@@ -130,10 +180,20 @@ class Board:
         self.buffer[self._in_use_at + slot] = 0
 
     def count_in_use_and_busy(self) -> tuple[int, int]:
-        """Both counts from one read of the flags (``busy`` follows ``in_use``)."""
+        """Workers holding a slot, and those of them serving any request, from one read."""
         capacity = self.capacity
         flags = self.buffer[self._in_use_at : self._busy_at + capacity]
-        return flags.count(1, 0, capacity), flags.count(1, capacity)
+        # A slot not in use has busy 0 (reset and freed so), so nonzero busy bytes count.
+        return flags.count(1, 0, capacity), capacity - flags.count(0, capacity)
+
+    def in_flight(self, slot: int) -> int:
+        """Requests ``slot``'s worker is serving now, as it last wrote."""
+        return self.buffer[self.busy_offset(slot)]
+
+    def busy_offset(self, slot: int) -> int:
+        """Where ``slot``'s worker writes the count of its requests in flight (one byte)."""
+        self._slot_offset(slot)  # raises for a slot outside the board
+        return self._busy_at + slot
 
     def _reset_slot(self, slot: int) -> None:
         start = self._slots_at + slot * self._slot_size
@@ -189,91 +249,111 @@ class Board:
         values = self._read(_MONITOR, self._slot_offset(slot))
         return WorkerSample(*values) if values[0] else None
 
-    # -- a worker's request: written by the worker itself ---------------------------------
+    # -- the worker itself and its requests: written by the worker ------------------------
+
+    def write_worker(self, slot: int, pid: int, spawned_at: float) -> None:
+        offset = self._slot_offset(slot) + self._monitor_size
+        seq = self._begin_write(offset)
+        _WORKER.pack_into(self.buffer, offset + _SEQ.size, pid, spawned_at)
+        self._end_write(offset, seq + 2)
+
+    def read_worker(self, slot: int) -> tuple[int, float]:
+        """``slot``'s worker: its pid and spawn time (0 and 0.0 before it wrote them)."""
+        pid, spawned_at = self._read(_WORKER, self._slot_offset(slot) + self._monitor_size)
+        return int(pid), float(spawned_at)
+
+    def entry_writer(self, slot: int, entry: int) -> EntryWriter:
+        return EntryWriter(self, self._entry_offset(slot, entry))
 
     def write_request(
         self,
         slot: int,
+        entry: int = 0,
         *,
-        pid: int,
-        spawned_at: float,
         requests: int,
         started_at: float = 0.0,
         trace_id: bytes = b"",
         span_id: bytes = b"",
         parent_span_id: bytes = b"",
         event_out: bool = False,
+        state: int = RequestState.IDLE,
         method: str = "",
         path: str = "",
+        query: str = "",
+        route: str = "",
+        view: str = "",
+        db_query_count: int = 0,
+        db_duration_ns: int = 0,
         sql: str = "",
     ) -> None:
-        offset = self._request_offset(slot)
+        """Every field of one entry at once, and the slot's in-flight count as 1 when it has
+        started, 0 when not (tests and tools that write one entry; workers use ``EntryWriter``
+        and count for themselves)."""
+        offset = self._entry_offset(slot, entry)
         seq = self._begin_write(offset)
-        _REQUEST.pack_into(
+        _ENTRY.pack_into(
             self.buffer,
             offset + _SEQ.size,
-            pid,
-            spawned_at,
             requests,
             started_at,
             trace_id,
             span_id,
             parent_span_id,
             event_out,
+            state,
             _clip(method, METHOD_BYTES),
             _clip(path, PATH_BYTES),
-            _clip(sql, SQL_BYTES),
+            _clip(query, QUERY_BYTES),
+            _clip(route, ROUTE_BYTES),
+            _clip(view, VIEW_BYTES),
+            db_query_count,
+            db_duration_ns,
         )
+        write_sql(self.buffer, offset + _SEQ.size + _SQL_AT, sql)
         self._end_write(offset, seq + 2)
         self.buffer[self._busy_at + slot] = 1 if started_at else 0
 
-    def request_writer(self, slot: int) -> RequestWriter:
-        return RequestWriter(self, self._request_offset(slot), slot)
+    def read_request(self, slot: int, entry: int = 0) -> WorkerRequest:
+        pid, spawned_at = self.read_worker(slot)
+        offset = self._entry_offset(slot, entry)
+        values = self._read(_ENTRY_READ, offset)
+        requests, started_at, trace_id, span_id, parent_id, event_out, state = values[:7]
+        method, path, query, route, view = (_text(raw) for raw in values[7:12])
+        db_query_count, db_duration_ns = values[12:14]
+        sql = _text(values[14])
+        return WorkerRequest(
+            pid, spawned_at, requests, started_at, trace_id, span_id, parent_id, bool(event_out),
+            state, method, path, query, route, view, db_query_count, db_duration_ns, sql,
+        )  # fmt: skip
 
-    def sql_offset(self, slot: int) -> int:
-        """Where ``slot``'s statement in flight lives, for ``write_sql``."""
-        return self._request_offset(slot) + _SEQ.size + _SQL_AT
+    def requests_in_flight(self, slot: int) -> list[tuple[int, WorkerRequest]]:
+        """Every entry of ``slot`` with a request started and not finished, by entry index."""
+        found = []
+        for entry in range(self.entries_per_slot):
+            request = self.read_request(slot, entry)
+            if request.started_at:
+                found.append((entry, request))
+        return found
 
-    def write_sql(self, at: int, sql: str) -> None:
-        """The statement the request is running now (at ``sql_offset(slot)``; "" once done).
-
-        Written in place, outside the seqlock, on every query: the one reader is the master
-        after the worker died (nobody writes then), and a worker killed mid-write must not
-        leave the counter odd, which would hide the whole request from that reader. A torn
-        statement decodes with replacement characters.
-        """
-        if not sql:
-            self.buffer[at] = 0
-            return
-        data = sql[:SQL_BYTES].encode("utf-8", "replace")[: SQL_BYTES - 1] + b"\0"
-        self.buffer[at : at + len(data)] = data
-
-    def mark_event_out(self, slot: int) -> None:
-        """The request in ``slot`` has its event out: nobody else may send one for it."""
-        offset = self._request_offset(slot)
+    def mark_event_out(self, slot: int, entry: int = 0) -> None:
+        """The request in that entry has its event out: nobody else may send one for it."""
+        offset = self._entry_offset(slot, entry)
         seq = self._begin_write(offset)
         self.buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 1
         self._end_write(offset, seq + 2)
 
-    def read_request(self, slot: int) -> WorkerRequest:
-        values = self._read(_REQUEST, self._request_offset(slot))
-        pid, spawned_at, requests, started_at, trace_id, span_id, parent_id, event_out = values[:8]
-        method, path, sql = (_text(raw) for raw in values[8:])
-        return WorkerRequest(
-            pid, spawned_at, requests, started_at, trace_id, span_id, parent_id, bool(event_out),
-            method, path, sql,
-        )  # fmt: skip
-
-    # -- seqlock ---------------------------------------------------------------------------
+    # -- offsets and the seqlock -----------------------------------------------------------
 
     def _slot_offset(self, slot: int) -> int:
         if not 0 <= slot < self.capacity:
             raise IndexError(f"slot {slot} is outside the board (capacity {self.capacity})")
         return self._slots_at + slot * self._slot_size
 
-    def _request_offset(self, slot: int) -> int:
-        """Where ``slot``'s request region (its seqlock counter, then ``_REQUEST``) starts."""
-        return self._slot_offset(slot) + self._monitor_size
+    def _entry_offset(self, slot: int, entry: int) -> int:
+        """Where entry ``entry`` of ``slot`` (its seqlock counter, then ``_ENTRY``) starts."""
+        if not 0 <= entry < self.entries_per_slot:
+            raise IndexError(f"entry {entry} is outside the slot ({self.entries_per_slot})")
+        return self._slot_offset(slot) + self._entries_offset + entry * _ENTRY_SIZE
 
     # The counter is written with a slice assignment, not _SEQ.pack_into: pack_into zero-fills
     # its bytes before writing them, and a reader that saw that passing 0 before and after a
@@ -309,50 +389,107 @@ class Board:
         raise TornRead(f"no consistent read at offset {offset} in {_READ_ATTEMPTS} attempts")
 
 
-class RequestWriter:
-    """A worker's own request region, written as each request starts and finishes.
+def write_sql(buffer: Any, at: int, sql: str) -> None:
+    """The statement a request is running now ("" once done), written in place.
 
-    ``Board.write_request`` packs every field; a request's start writes only what changes (no
-    pid, no statement) and its end only ``started_at`` (0: the slot is idle) and ``event_out``.
+    Outside the seqlock, on every query: its readers are the master after the worker died
+    (nobody writes then) and a live view, and a worker killed mid-write must not leave the
+    counter odd, which would hide the whole request from them. A torn statement decodes with
+    replacement characters.
+    """
+    if not sql:
+        buffer[at] = 0
+        return
+    data = sql[:SQL_BYTES].encode("utf-8", "replace")[: SQL_BYTES - 1] + b"\0"
+    buffer[at : at + len(data)] = data
+
+
+class EntryWriter:
+    """One request entry of a worker's slot, written as its request starts, runs and ends.
+
+    ``Board.write_request`` packs every field; a request's start packs everything but the
+    statement, and the rest of its life writes only what changed.
     """
 
-    __slots__ = ("_board", "_buffer", "_busy_at", "_offset")
+    __slots__ = ("_board", "_buffer", "_offset", "_payload_at", "_sql_at")
 
-    def __init__(self, board: Board, offset: int, slot: int) -> None:
+    def __init__(self, board: Board, offset: int) -> None:
         self._board = board
         self._buffer = board.buffer
         self._offset = offset
-        self._busy_at = board._busy_at + slot
+        self._payload_at = offset + _SEQ.size
+        self._sql_at = self._payload_at + _SQL_AT
 
-    def started(self, requests: int, started_at: float, ids: bytes, method: str, path: str) -> None:
+    def started(  # noqa: PLR0917 (once per request: positional, as struct.pack_into takes them)
+        self, requests: int, started_at: float, ids: bytes, method: str, path: str, query: str
+    ) -> None:
         """``ids``: trace_id (16 bytes), span_id and parent_span_id (8 each), big-endian."""
         board = self._board
-        buffer = self._buffer
         offset = self._offset
         seq = board._begin_write(offset)
-        _REQUEST_START.pack_into(
-            buffer,
-            offset + _SEQ.size + _REQUEST_START_AT,
+        _ENTRY_START.pack_into(
+            self._buffer,
+            self._payload_at,
             requests,
             started_at,
             ids,
             False,
-            # "16s" and "256s" cut longer bytes themselves (mid-character: read with "replace").
+            RequestState.IN_APP,
+            # "16s", "256s" cut longer bytes themselves (mid-character: read with "replace").
             method.encode("utf-8", "replace"),
             path.encode("utf-8", "replace"),
+            query.encode("utf-8", "replace"),
+            b"",
+            b"",
+            0,
+            0,
         )
         board._end_write(offset, seq + 2)
-        buffer[self._busy_at] = 1
+
+    def route_resolved(self, route: str, view: str) -> None:
+        """In place, outside the seqlock, like the statement: a torn one reads "replaced"."""
+        _ROUTE_VIEW.pack_into(
+            self._buffer,
+            self._payload_at + _ROUTE_AT,
+            route.encode("utf-8", "replace"),
+            view.encode("utf-8", "replace"),
+        )
+
+    def sql_started(self, sql: str) -> None:
+        write_sql(self._buffer, self._sql_at, sql)
+
+    def sql_finished(self, query_count: int, duration_ns: int) -> None:
+        """The statement is done: none in flight, the request's totals so far.
+
+        In place, outside the seqlock, like the statement: two numbers a reader may see one
+        query apart.
+        """
+        buffer = self._buffer
+        buffer[self._sql_at] = 0
+        _DB.pack_into(buffer, self._payload_at + _DB_AT, query_count, duration_ns)
+
+    def state(self, state: int) -> None:
+        self._buffer[self._payload_at + _STATE_AT] = state
+
+    def event_out(self) -> None:
+        """The request's event is out (a timeout): nobody else may send one for it."""
+        board = self._board
+        offset = self._offset
+        seq = board._begin_write(offset)
+        buffer = self._buffer
+        buffer[self._payload_at + _EVENT_OUT_AT] = 1
+        buffer[self._payload_at + _STATE_AT] = RequestState.ABORTING
+        board._end_write(offset, seq + 2)
 
     def finished(self) -> None:
         board = self._board
-        buffer = self._buffer
         offset = self._offset
+        buffer = self._buffer
         seq = board._begin_write(offset)
-        _STARTED_AT.pack_into(buffer, offset + _SEQ.size + _STARTED_AT_AT, 0.0)
-        buffer[offset + _SEQ.size + _EVENT_OUT_AT] = 0
+        _STARTED_AT.pack_into(buffer, self._payload_at + _STARTED_AT_AT, 0.0)
+        # event_out and state side by side: not out, idle (the statement was cleared by then).
+        buffer[self._payload_at + _EVENT_OUT_AT : self._payload_at + _STATE_AT + 1] = b"\0\0"
         board._end_write(offset, seq + 2)
-        buffer[self._busy_at] = 0
 
 
 SLOT_ATTRIBUTE: Final = "wide_events_slot"

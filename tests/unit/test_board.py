@@ -26,8 +26,12 @@ from gunicorn_django_wide_events import _attributes as attr
 from gunicorn_django_wide_events._board import (
     METHOD_BYTES,
     PATH_BYTES,
+    QUERY_BYTES,
+    ROUTE_BYTES,
     SQL_BYTES,
+    VIEW_BYTES,
     Board,
+    RequestState,
     ServerSample,
     TornRead,
     WorkerRequest,
@@ -40,20 +44,30 @@ from gunicorn_django_wide_events._worker.slot import WorkerSlot
 # The layout as board.py documents it, spelled out independently so that a change to the
 # binary layout shows up here. All native byte order, no padding ("="). Each seqlock region is
 # its 4-byte counter ("I") followed by its payload.
-HEADER_BYTES = struct.calcsize("=I")  # capacity
+HEADER_BYTES = struct.calcsize("=II")  # capacity, entries per slot
 SERVER_BYTES = struct.calcsize("=I" + "ddqqdq")  # counter + server sample
 MONITOR_BYTES = struct.calcsize("=I" + "ddqii")  # counter + worker sample
-# counter + pid, spawned_at, requests, started_at, trace_id, span_id, parent_span_id, event_out,
-# method, path, sql
-REQUEST_BYTES = struct.calcsize("=I" + f"idQd16s8s8sB{METHOD_BYTES}s{PATH_BYTES}s{SQL_BYTES}s")
-SLOT_BYTES = MONITOR_BYTES + REQUEST_BYTES
+WORKER_BYTES = struct.calcsize("=I" + "id")  # counter + pid, spawned_at
+# counter + requests, started_at, trace_id, span_id, parent_span_id, event_out, state, method,
+# path, query, route, view, db query count and time; then the statement in flight
+ENTRY_BYTES = struct.calcsize(
+    "=I"
+    + f"Qd16s8s8sBB{METHOD_BYTES}s{PATH_BYTES}s{QUERY_BYTES}s{ROUTE_BYTES}s{VIEW_BYTES}sIQ"
+    + f"{SQL_BYTES}s"
+)
+# What one request writes with put_request (below): the worker region, then its one entry.
+REQUEST_BYTES = WORKER_BYTES + ENTRY_BYTES
+SLOT_BYTES = MONITOR_BYTES + REQUEST_BYTES  # one entry per slot, Board's default
 SERVER_AT = HEADER_BYTES
 FLAGS_AT = SERVER_AT + SERVER_BYTES  # in_use[capacity], then busy[capacity]
 
-ZERO_REQUEST = WorkerRequest(0, 0.0, 0, 0.0, bytes(16), bytes(8), bytes(8), False, "", "", "")
+ZERO_REQUEST = WorkerRequest(
+    0, 0.0, 0, 0.0, bytes(16), bytes(8), bytes(8), False, 0, "", "", "", "", "", 0, 0, ""
+)
 
 BASE_WORKER_ATTRIBUTES = {
     attr.GUNICORN_WORKER_ID,
+    attr.GUNICORN_WORKER_ACTIVE_REQUESTS,
     attr.GUNICORN_WORKER_AGE,
     attr.GUNICORN_WORKER_REQUESTS,
     attr.GUNICORN_WORKERS_TOTAL,
@@ -82,6 +96,11 @@ def monitor_at(capacity: int, slot: int) -> int:
 
 def request_at(capacity: int, slot: int) -> int:
     return monitor_at(capacity, slot) + MONITOR_BYTES
+
+
+def entry_at(capacity: int, slot: int) -> int:
+    """The slot's (first and only) request entry, after its worker region."""
+    return request_at(capacity, slot) + WORKER_BYTES
 
 
 def server_sample(n: int) -> ServerSample:
@@ -119,9 +138,16 @@ def request_payload(n: int) -> dict[str, Any]:
         "span_id": bytes([(n + 7) % 255 + 1]) * 8,
         "parent_span_id": bytes([(n + 13) % 255 + 1]) * 8,
         "event_out": True,
+        "state": n % 3 + 1,
         "method": letter.upper() * METHOD_BYTES,
         "path": "/" + letter * (PATH_BYTES - 1),
-        "sql": letter.upper() * SQL_BYTES,
+        "query": "q=" + letter * (QUERY_BYTES - 2),
+        "route": letter * ROUTE_BYTES,
+        "view": "v." + letter * (VIEW_BYTES - 2),
+        "db_query_count": 3 + n,
+        "db_duration_ns": 1_000_003 * (n + 1),
+        # The statement region ends with its terminating zero byte.
+        "sql": letter.upper() * (SQL_BYTES - 1),
     }
 
 
@@ -136,10 +162,24 @@ def as_request(payload: dict[str, Any]) -> WorkerRequest:
         payload["span_id"],
         payload["parent_span_id"],
         payload["event_out"],
+        payload.get("state", 0),
         payload["method"],
         payload["path"],
+        payload.get("query", ""),
+        payload.get("route", ""),
+        payload.get("view", ""),
+        payload.get("db_query_count", 0),
+        payload.get("db_duration_ns", 0),
         payload["sql"],
     )
+
+
+def put_request(
+    board: Board, slot: int, *, pid: int = 0, spawned_at: float = 0.0, **fields: Any
+) -> None:
+    """The worker region and the slot's one request entry, every field as given."""
+    board.write_worker(slot, pid, spawned_at)
+    board.write_request(slot, **fields)
 
 
 def changed_span(board: Board, write: Callable[[], None]) -> tuple[int, int]:
@@ -206,7 +246,7 @@ def test_every_region_reads_back_its_own_pattern() -> None:
     board.write_server(server_sample(99))
     for slot in range(capacity):
         board.write_monitor(slot, worker_sample(slot))
-        board.write_request(slot, **request_payload(slot))
+        put_request(board, slot, **request_payload(slot))
 
     assert board.read_server() == server_sample(99)
     for slot in range(capacity):
@@ -225,7 +265,7 @@ def test_each_write_stays_inside_its_own_region() -> None:
     for slot in range(capacity):
         monitor = changed_span(board, lambda s=slot: board.write_monitor(s, worker_sample(s)))
         request = changed_span(
-            board, lambda s=slot: board.write_request(s, **request_payload(s) | {"started_at": 0})
+            board, lambda s=slot: put_request(board, s, **request_payload(s) | {"started_at": 0})
         )
         start = monitor_at(capacity, slot)
         assert start <= monitor[0] <= monitor[1] < start + MONITOR_BYTES
@@ -244,7 +284,7 @@ def test_flags_live_between_server_and_slots() -> None:
     board = Board(capacity)
     board.assign_slot()
     board.assign_slot()
-    board.write_request(1, pid=1, spawned_at=1.0, requests=1, started_at=2.0)
+    put_request(board, 1, pid=1, spawned_at=1.0, requests=1, started_at=2.0)
     flags = bytes(board.buffer[FLAGS_AT : FLAGS_AT + 2 * capacity])
     assert flags == bytes([1, 1, 0, 0, 1, 0])
 
@@ -269,7 +309,7 @@ def test_slot_outside_the_board_raises_index_error(slot: int) -> None:
     with pytest.raises(IndexError, match="outside the board"):
         board.read_request(slot)
     with pytest.raises(IndexError, match="outside the board"):
-        board.write_request(slot, pid=1, spawned_at=1.0, requests=1)
+        put_request(board, slot, pid=1, spawned_at=1.0, requests=1)
     with pytest.raises(IndexError, match="outside the board"):
         board.read_monitor(slot)
     with pytest.raises(IndexError, match="outside the board"):
@@ -285,7 +325,7 @@ def test_free_slot_outside_the_board_raises_and_changes_nothing(slot: int) -> No
     for _ in range(3):
         board.assign_slot()
     for slot_ in range(3):
-        board.write_request(slot_, pid=1, spawned_at=1.0, requests=1, started_at=2.0)
+        put_request(board, slot_, pid=1, spawned_at=1.0, requests=1, started_at=2.0)
         board.write_monitor(slot_, worker_sample(slot_))
     before = bytes(board.buffer)
     raised = False
@@ -335,10 +375,10 @@ def test_reassigned_slot_comes_back_zeroed() -> None:
     slot = board.assign_slot()
     assert slot == 1
     board.write_monitor(slot, worker_sample(5))
-    board.write_request(slot, **request_payload(5))
+    put_request(board, slot, **request_payload(5))
     board.free_slot(slot)
     # A dying worker's late write after the master freed its slot: busy set again.
-    board.write_request(slot, **request_payload(6))
+    put_request(board, slot, **request_payload(6))
     assert board.count_in_use_and_busy()[1] == 1
 
     assert board.assign_slot() == slot
@@ -353,7 +393,7 @@ def test_free_slot_clears_busy() -> None:
     board = Board(2)
     slot = board.assign_slot()
     assert slot is not None
-    board.write_request(slot, pid=1, spawned_at=1.0, requests=1, started_at=5.0)
+    put_request(board, slot, pid=1, spawned_at=1.0, requests=1, started_at=5.0)
     assert board.count_in_use_and_busy()[1] == 1
     board.free_slot(slot)
     assert board.count_in_use_and_busy() == (0, 0)
@@ -367,7 +407,7 @@ def test_counts_follow_assign_free_and_busy() -> None:
     for _ in range(5):
         board.assign_slot()
     for slot in (1, 3, 4):
-        board.write_request(slot, pid=slot, spawned_at=1.0, requests=1, started_at=2.0)
+        put_request(board, slot, pid=slot, spawned_at=1.0, requests=1, started_at=2.0)
     board.free_slot(0)
     assert slots_in_use(board) == [1, 2, 3, 4]
     assert board.count_in_use_and_busy() == (4, 3)
@@ -379,7 +419,8 @@ def test_counts_follow_assign_free_and_busy() -> None:
 def test_request_round_trip() -> None:
     """read_request returns exactly what write_request wrote."""
     board = Board(2)
-    board.write_request(
+    put_request(
+        board,
         1,
         pid=4242,
         spawned_at=1234.5,
@@ -389,8 +430,14 @@ def test_request_round_trip() -> None:
         span_id=bytes(range(100, 108)),
         parent_span_id=bytes(range(200, 208)),
         event_out=True,
+        state=2,
         method="PATCH",
         path="/api/items/42/",
+        query="page=2",
+        route="api/items/<int:pk>/",
+        view="shop.views.item",
+        db_query_count=3,
+        db_duration_ns=4_500_000,
         sql='SELECT "x" FROM "t" WHERE "id" = %s',
     )
     assert board.read_request(1) == WorkerRequest(
@@ -402,40 +449,53 @@ def test_request_round_trip() -> None:
         span_id=bytes(range(100, 108)),
         parent_span_id=bytes(range(200, 208)),
         event_out=True,
+        state=2,
         method="PATCH",
         path="/api/items/42/",
+        query="page=2",
+        route="api/items/<int:pk>/",
+        view="shop.views.item",
+        db_query_count=3,
+        db_duration_ns=4_500_000,
         sql='SELECT "x" FROM "t" WHERE "id" = %s',
     )
 
 
 def test_long_text_is_truncated_to_its_field() -> None:
-    """method, path and sql longer than their fields come back cut at METHOD/PATH/SQL_BYTES."""
+    """Text longer than its field comes back cut to the field (the statement keeps its 0 end)."""
     board = Board(1)
-    board.write_request(
+    put_request(
+        board,
         0,
         pid=1,
         spawned_at=1.0,
         requests=1,
         method="M" * (METHOD_BYTES + 5),
         path="/" + "p" * (PATH_BYTES + 100),
+        query="q" * (QUERY_BYTES + 9),
+        route="r" * (ROUTE_BYTES + 9),
+        view="v" * (VIEW_BYTES + 9),
         sql="S" * (SQL_BYTES * 3),
     )
     request = board.read_request(0)
     assert request.method == "M" * METHOD_BYTES
     assert request.path == "/" + "p" * (PATH_BYTES - 1)
-    assert request.sql == "S" * SQL_BYTES
+    assert request.query == "q" * QUERY_BYTES
+    assert request.route == "r" * ROUTE_BYTES
+    assert request.view == "v" * VIEW_BYTES
+    assert request.sql == "S" * (SQL_BYTES - 1)
 
 
 def test_sql_in_flight_is_written_in_place_outside_the_seqlock() -> None:
     """write_sql replaces the statement (a shorter one too), "" clears it; the counter stays."""
     board = Board(2)
-    board.write_request(1, pid=7, spawned_at=1.0, requests=3, started_at=2.0, path="/a/")
+    put_request(board, 1, pid=7, spawned_at=1.0, requests=3, started_at=2.0, path="/a/")
     (seq,) = struct.unpack_from("=I", board.buffer, request_at(2, 1))
-    board.write_sql(board.sql_offset(1), "SELECT a_long_column_name FROM t")
+    board.entry_writer(1, 0).sql_started("SELECT a_long_column_name FROM t")
     assert board.read_request(1).sql == "SELECT a_long_column_name FROM t"
-    board.write_sql(board.sql_offset(1), "SELECT 1")
+    board.entry_writer(1, 0).sql_started("SELECT 1")
     assert board.read_request(1).sql == "SELECT 1"
-    board.write_sql(board.sql_offset(1), "")
+    board.entry_writer(1, 0).sql_started("")
     request = board.read_request(1)
     assert (request.sql, request.path, request.requests) == ("", "/a/", 3)
     assert struct.unpack_from("=I", board.buffer, request_at(2, 1)) == (seq,)
@@ -445,7 +505,7 @@ def test_sql_in_flight_is_written_in_place_outside_the_seqlock() -> None:
 def test_sql_in_flight_is_cut_to_its_field() -> None:
     """A statement longer than SQL_BYTES keeps its start; the rest of the slot is untouched."""
     board = Board(2)
-    board.write_sql(board.sql_offset(0), "S" * (SQL_BYTES * 3))
+    board.entry_writer(0, 0).sql_started("S" * (SQL_BYTES * 3))
     assert board.read_request(0).sql == "S" * (SQL_BYTES - 1)
     assert board.read_request(1) == ZERO_REQUEST
 
@@ -454,23 +514,23 @@ def test_utf8_cut_mid_character_decodes_with_a_replacement() -> None:
     """Multi-byte UTF-8 cut mid-character reads back without error, the cut char replaced."""
     board = Board(1)
     path = "/" + "é" * PATH_BYTES  # 1 + 2*127 bytes fit, then half an "é"
-    sql = "€" * SQL_BYTES  # 341 * 3 bytes fit, then a third of a "€"
+    sql = "€" * SQL_BYTES  # 341 * 3 bytes fill the field before its zero end: nothing cut
     method = "Ä" * METHOD_BYTES  # 8 * 2 bytes fit exactly: nothing to replace
-    board.write_request(0, pid=1, spawned_at=1.0, requests=1, method=method, path=path, sql=sql)
+    put_request(board, 0, pid=1, spawned_at=1.0, requests=1, method=method, path=path, sql=sql)
     request = board.read_request(0)
     assert request.path == "/" + "é" * 127 + "\ufffd"
-    assert request.sql == "€" * 341 + "\ufffd"
+    assert request.sql == "€" * 341
     assert request.method == "Ä" * 8
 
 
 def test_busy_flag_follows_started_at() -> None:
     """A request with started_at set marks the slot busy; started_at 0 marks it idle."""
     board = Board(3)
-    board.write_request(2, pid=1, spawned_at=1.0, requests=1, started_at=10.0)
+    put_request(board, 2, pid=1, spawned_at=1.0, requests=1, started_at=10.0)
     assert board.count_in_use_and_busy()[1] == 1
-    board.write_request(0, pid=2, spawned_at=1.0, requests=1, started_at=11.0)
+    put_request(board, 0, pid=2, spawned_at=1.0, requests=1, started_at=11.0)
     assert board.count_in_use_and_busy()[1] == 2
-    board.write_request(2, pid=1, spawned_at=1.0, requests=1)
+    put_request(board, 2, pid=1, spawned_at=1.0, requests=1)
     assert board.count_in_use_and_busy()[1] == 1
     assert board.read_request(2).started_at == 0.0
 
@@ -527,7 +587,7 @@ def writer(board: Board, region: str, slot: int, n: int) -> Callable[[], None]:
     return {
         "server": lambda: board.write_server(server_sample(n)),
         "monitor": lambda: board.write_monitor(slot, worker_sample(n)),
-        "request": lambda: board.write_request(slot, **request_payload(n)),
+        "request": lambda: put_request(board, slot, **request_payload(n)),
     }[region]
 
 
@@ -582,7 +642,7 @@ def test_each_write_advances_the_counter_by_two() -> None:
     board = Board(2)
     offset = request_at(2, 1)
     for expected in (2, 4, 6):
-        board.write_request(1, pid=1, spawned_at=1.0, requests=expected)
+        put_request(board, 1, pid=1, spawned_at=1.0, requests=expected)
         assert struct.unpack_from("=I", board.buffer, offset) == (expected,)
 
 
@@ -595,8 +655,6 @@ def only_thread_in_process() -> bool:
 RACE_SECONDS = 0.5
 RACE_PAYLOADS = (
     {
-        "pid": 1111,
-        "spawned_at": 1.5,
         "requests": 10,
         "started_at": 100.25,
         "trace_id": b"\x11" * 16,
@@ -605,11 +663,9 @@ RACE_PAYLOADS = (
         "event_out": True,
         "method": "GET",
         "path": "/" + "a" * (PATH_BYTES - 1),
-        "sql": "A" * SQL_BYTES,
+        "sql": "A" * (SQL_BYTES - 1),
     },
     {
-        "pid": 2222,
-        "spawned_at": 2.5,
         "requests": 20,
         "started_at": 200.5,
         "trace_id": b"\x21" * 16,
@@ -618,7 +674,7 @@ RACE_PAYLOADS = (
         "event_out": False,
         "method": "DELETE",
         "path": "/" + "b" * (PATH_BYTES - 1),
-        "sql": "B" * SQL_BYTES,
+        "sql": "B" * (SQL_BYTES - 1),
     },
 )
 
@@ -671,7 +727,8 @@ def test_reader_racing_a_writer_in_another_process_never_sees_a_mix() -> None:
         return
     board = Board(4)
     slot = 2
-    expected = [as_request(payload) for payload in RACE_PAYLOADS]
+    # The entry is the unit a reader gets whole; the worker region (pid) is written apart.
+    expected = [as_request({"pid": 0, "spawned_at": 0.0, **payload}) for payload in RACE_PAYLOADS]
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
@@ -764,11 +821,11 @@ def test_request_started_writes_the_parent_span_id() -> None:
     parent = tracer.start_span("proxy")
     child = tracer.start_span("GET", context=set_span_in_context(parent), kind=SpanKind.SERVER)
     try:
-        worker.request_started(child, "GET", "/")
+        entry = worker.request_started(child, "GET", "/")
         request = board.read_request(0)
         assert request.parent_span_id == parent.get_span_context().span_id.to_bytes(8, "big")
         assert request.trace_id == parent.get_span_context().trace_id.to_bytes(16, "big")
-        worker.request_finished()
+        entry.finished()
         worker.request_started(parent, "GET", "/")
         assert board.read_request(0).parent_span_id == bytes(8)
     finally:
@@ -782,17 +839,18 @@ def test_event_out_marks_only_that_flag(span: Span) -> None:
     board = Board(2)
     board.assign_slot()
     worker = WorkerSlot(board, 0)
-    worker.request_started(span, "GET", "/slow/")
+    entry = worker.request_started(span, "GET", "/slow/")
     before = board.read_request(0)
-    (seq,) = struct.unpack_from("=I", board.buffer, request_at(2, 0))
+    (seq,) = struct.unpack_from("=I", board.buffer, entry_at(2, 0))
     assert before.event_out is False
-    worker.event_out()
+    entry.event_out()
     after = board.read_request(0)
     assert after.event_out is True
-    assert replace(after, event_out=False) == before
-    assert struct.unpack_from("=I", board.buffer, request_at(2, 0)) == (seq + 2,)
+    assert after.state == RequestState.ABORTING
+    assert replace(after, event_out=False, state=before.state) == before
+    assert struct.unpack_from("=I", board.buffer, entry_at(2, 0)) == (seq + 2,)
     assert board.count_in_use_and_busy()[1] == 1
-    worker.request_finished()
+    entry.finished()
     assert board.read_request(0).event_out is False
 
 
@@ -800,7 +858,7 @@ def test_add_attributes_without_monitor_data(span: Span) -> None:
     """add_attributes gives the worker and sibling counts; no monitor data, no monitor fields."""
     board = Board(8)
     slots = [board.assign_slot() for _ in range(4)]
-    board.write_request(0, pid=1, spawned_at=1.0, requests=3, started_at=5.0)  # a busy sibling
+    put_request(board, 0, pid=1, spawned_at=1.0, requests=3, started_at=5.0)  # a busy sibling
     worker = WorkerSlot(board, 2)
     worker.request_started(span, "GET", "/")
     attributes: dict[str, AttributeValue] = {}
@@ -942,11 +1000,11 @@ def test_request_finished_clears_busy(span: Span) -> None:
     board = Board(2)
     board.assign_slot()
     worker = WorkerSlot(board, 0)
-    worker.request_started(span, "GET", "/a/")
-    worker.request_finished()
-    worker.request_started(span, "GET", "/b/")
+    entry = worker.request_started(span, "GET", "/a/")
+    entry.finished()
+    entry = worker.request_started(span, "GET", "/b/")
     assert board.count_in_use_and_busy()[1] == 1
-    worker.request_finished()
+    entry.finished()
     request = board.read_request(0)
     assert board.count_in_use_and_busy()[1] == 0
     assert (request.started_at, request.event_out, request.requests) == (0.0, False, 2)
@@ -1007,7 +1065,7 @@ def test_monitor_sample_writes_worker_and_server_samples() -> None:
     assert own.rss > 1_000_000
     assert own.threads >= 1
     assert own.fds >= 3
-    assert own.cpu_percent >= 0
+    assert own.cpu_percent == -1.0  # psutil's first reading of a process is no figure
     assert board.read_monitor(1) is None
 
     server = board.read_server()
@@ -1016,8 +1074,16 @@ def test_monitor_sample_writes_worker_and_server_samples() -> None:
     assert server.backlog == -1
     assert server.master_rss > 1_000_000
     assert server.workers_rss == own.rss
-    assert server.workers_cpu_percent == own.cpu_percent
+    assert server.workers_cpu_percent == -1.0  # no worker's CPU known yet: no sum either
     assert server.load1 == pytest.approx(os.getloadavg()[0], abs=1)
+
+    monitor.sample()
+    own = board.read_monitor(0)
+    server = board.read_server()
+    assert own is not None
+    assert server is not None
+    assert own.cpu_percent >= 0
+    assert server.workers_cpu_percent == own.cpu_percent
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="TCP_INFO is Linux only")
@@ -1031,7 +1097,7 @@ def test_monitor_sample_reports_the_backlog_of_its_listeners() -> None:
     server = board.read_server()
     assert server is not None
     assert server.backlog == 0
-    assert server.workers_rss == 0
+    assert server.workers_rss == -1  # no worker sampled: unknown, not 0
 
 
 def exited_pid() -> int:
@@ -1074,5 +1140,5 @@ def test_monitor_skips_a_worker_that_exited_since_the_last_sample() -> None:
     assert board.read_monitor(0) == first
     server = board.read_server()
     assert server is not None
-    assert server.workers_rss == 0
+    assert server.workers_rss == -1  # no worker sampled: unknown, not 0
     assert server.sampled_at > first.sampled_at

@@ -13,6 +13,7 @@ exports the one span through a throwaway tracer provider, and exits. gunicorn re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Sequence
@@ -25,8 +26,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD
-from opentelemetry.semconv.attributes.url_attributes import URL_PATH
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_ROUTE
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -36,7 +37,7 @@ from opentelemetry.trace import (
 )
 
 from .. import _attributes as attr
-from .._attributes import EventType, finish_span
+from .._attributes import EventType, finish_span, span_name
 from .._board import WorkerRequest
 from .._export.processor import ExporterFactory, build_exporter
 
@@ -59,11 +60,11 @@ def exit_reason(status: int | None, killed_for_timeout: bool) -> tuple[str, str]
 
 
 class FixedIds(IdGenerator):
-    """Gives the span the ids the worker already gave it (and its trace, for a root span)."""
+    """Gives each span the ids the worker already gave it (and its trace, for a root span)."""
 
-    def __init__(self, trace_id: int, span_id: int) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
 
     def generate_span_id(self) -> int:
         return self.span_id
@@ -75,67 +76,92 @@ class FixedIds(IdGenerator):
 def fallback_attributes(
     request: WorkerRequest, slot: int, event_type: str, error_type: str, now: float
 ) -> dict[str, Any]:
+    """Everything the board held of the request, as its event's attributes."""
     attributes: dict[str, Any] = {
-        attr.WIDE_EVENT_TYPE: event_type,  # finish_span says it too; here for the record
         ERROR_TYPE: error_type,
+        attr.WIDE_EVENT_TYPE: event_type,  # finish_span says it too; the name is chosen by it
         attr.GUNICORN_WORKER_ID: slot,
         attr.GUNICORN_WORKER_REQUESTS: request.requests,
         attr.WIDE_EVENT_ELAPSED_MS: round((now - request.started_at) * 1e3, 3),
         attr.WIDE_EVENT_REPORTED_BY: "master",
     }
-    if request.method:
-        attributes[HTTP_REQUEST_METHOD] = request.method
-    if request.path:
-        attributes[URL_PATH] = request.path
-    if request.sql:
-        attributes[DB_QUERY_TEXT] = request.sql
+    for key, value in (
+        (HTTP_REQUEST_METHOD, request.method),
+        (URL_PATH, request.path),
+        (URL_QUERY, request.query),
+        (HTTP_ROUTE, request.route),
+        (attr.DJANGO_VIEW, request.view),
+        (DB_QUERY_TEXT, request.sql),
+    ):
+        if value:
+            attributes[key] = value
+    if request.db_query_count:
+        attributes[attr.DJANGO_DB_QUERY_COUNT] = request.db_query_count
+        attributes[attr.DJANGO_DB_DURATION_MS] = request.db_duration_ns / 1e6
     return attributes
 
 
-def export_span(
-    request: WorkerRequest,
-    attributes: dict[str, Any],
+FallbackEvent = tuple[WorkerRequest, dict[str, Any]]
+
+
+def export_spans(
+    events: Sequence[FallbackEvent],
     resource: Resource,
     exporter_types: Sequence[ExporterFactory],
 ) -> None:
-    """In the exporting child: rebuild the request's span from the board and send it."""
-    trace_id = int.from_bytes(request.trace_id, "big")
-    span_id = int.from_bytes(request.span_id, "big")
-    parent_id = int.from_bytes(request.parent_span_id, "big")
+    """In the exporting child: rebuild the requests' spans from the board and send them."""
+    ids = FixedIds()
     provider = TracerProvider(
-        resource=resource, id_generator=FixedIds(trace_id, span_id), sampler=ALWAYS_ON,
-        shutdown_on_exit=False,
-    )  # fmt: skip
+        resource=resource, id_generator=ids, sampler=ALWAYS_ON, shutdown_on_exit=False
+    )
     for exporter_type in exporter_types:
         exporter = build_exporter(exporter_type, EXPORT_TIMEOUT_S)
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    context = None
-    if parent_id:
-        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(1))
-        context = set_span_in_context(NonRecordingSpan(parent))
-    span = provider.get_tracer("gunicorn_django_wide_events").start_span(
-        request.method or "HTTP",
-        context=context,
-        kind=SpanKind.SERVER,
-        start_time=int(request.started_at * 1e9),
-    )
-    event_type = str(attributes[attr.WIDE_EVENT_TYPE])
-    finish_span(span, attributes, event_type, error=str(attributes[ERROR_TYPE]))
+    tracer = provider.get_tracer("gunicorn_django_wide_events")
+    for request, attributes in events:
+        ids.trace_id = trace_id = int.from_bytes(request.trace_id, "big")
+        ids.span_id = int.from_bytes(request.span_id, "big")
+        parent_id = int.from_bytes(request.parent_span_id, "big")
+        context = None
+        if parent_id:
+            parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(1))
+            context = set_span_in_context(NonRecordingSpan(parent))
+        span = tracer.start_span(
+            request.method or "HTTP",
+            context=context,
+            kind=SpanKind.SERVER,
+            start_time=int(request.started_at * 1e9),
+        )
+        finish_span(
+            span,
+            attributes,
+            str(attributes[attr.WIDE_EVENT_TYPE]),
+            error=str(attributes[ERROR_TYPE]),
+            name=span_name(request.method or "HTTP", request.route or None),
+        )
     provider.shutdown()
 
 
 def send_from_child(
-    request: WorkerRequest,
-    attributes: dict[str, Any],
+    events: Sequence[FallbackEvent],
     resource: Resource,
     exporter_types: Sequence[ExporterFactory],
+    inherited_fds: Sequence[int] = (),
 ) -> None:
-    """Fork a child that exports the event and exits (gunicorn reaps it)."""
+    """Fork a child that exports the events and exits (gunicorn reaps it).
+
+    The child first closes ``inherited_fds`` (gunicorn's listeners): it may live for seconds on
+    a slow collector, and a listener it kept open would take connections nobody accepts after
+    the master is gone.
+    """
     if os.fork():
         return
     code = 1
     try:
-        export_span(request, attributes, resource, exporter_types)
+        for fd in inherited_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        export_spans(events, resource, exporter_types)
         code = 0
     finally:
         os._exit(code)

@@ -27,6 +27,17 @@ from .monitor import Monitor, register_fork_handlers
 MIN_BOARD_SLOTS: Final = 32
 # Room for the workers gunicorn may fork beyond --workers (TTIN, a slow reap during a reload).
 BOARD_SLOTS_PER_WORKER: Final = 4
+# Requests in flight a worker's slot describes one by one (more are counted, not described):
+# a gevent worker's 1000 connections would make every slot 2 MiB.
+MAX_BOARD_ENTRIES: Final = 64
+
+
+def requests_at_once(cfg: Any) -> int:
+    """How many requests one worker of this configuration can serve at the same time."""
+    worker_class = str(getattr(cfg, "worker_class_str", "") or "")
+    if any(kind in worker_class.lower() for kind in ("gevent", "eventlet", "asgi", "uvicorn")):
+        return int(getattr(cfg, "worker_connections", 1) or 1)
+    return max(int(getattr(cfg, "threads", 1) or 1), 1)
 
 
 class MasterSide:
@@ -49,7 +60,8 @@ class MasterSide:
             slots = self.config.board_slots or max(
                 MIN_BOARD_SLOTS, BOARD_SLOTS_PER_WORKER * int(server.cfg.workers)
             )
-            self.board = Board(slots)
+            entries = min(requests_at_once(server.cfg), MAX_BOARD_ENTRIES)
+            self.board = Board(slots, entries)
         self.export.take_over(dict(os.environ))
 
     def resume_monitor(self) -> None:
@@ -96,23 +108,42 @@ class MasterSide:
         self.board.free_slot(slot)
 
     def _send_fallback_event(self, server: Any, worker: Any, slot: int, status: int | None) -> None:
-        """The worker died mid-request with no event out: send it from the board."""
+        """The worker died mid-request with no event out: send one per request from the board."""
         assert self.board is not None
-        request = self.board.read_request(slot)
-        if not request.started_at or request.event_out or request.pid != worker.pid:
+        board = self.board
+        pid, spawned_at = board.read_worker(slot)
+        if pid != worker.pid:
             return
+        unsent = [
+            (entry, request)
+            for entry, request in board.requests_in_flight(slot)
+            if not request.event_out
+        ]
         processor = self.export.span_processor
         provider = trace.get_tracer_provider()
-        if processor is None or not isinstance(provider, TracerProvider):
+        if not unsent or processor is None or not isinstance(provider, TracerProvider):
             return
-        self.board.mark_event_out(slot)
         event_type, error_type = exit_reason(status, bool(getattr(worker, "aborted", False)))
-        attributes = fallback_attributes(request, slot, event_type, error_type, time.time())
+        now = time.time()
+        events = []
+        for entry, request in unsent:
+            board.mark_event_out(slot, entry)
+            events.append(
+                (request, fallback_attributes(request, slot, event_type, error_type, now))
+            )
         resource = provider.resource.merge(
-            worker_resource(server, worker, slot, worker.pid, request.spawned_at)
+            worker_resource(server, worker, slot, worker.pid, spawned_at)
         )
-        send_from_child(request, attributes, resource, processor.exporter_types)
+        listeners = [fd for listener in server.LISTENERS if (fd := _fileno(listener)) is not None]
+        send_from_child(events, resource, processor.exporter_types, listeners)
 
     def on_exit(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+
+
+def _fileno(listener: Any) -> int | None:
+    try:
+        return int(listener.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -157,24 +157,29 @@ class Monitor:
         workers = self._workers()
         for pid in set(self._processes) - set(workers.values()):
             del self._processes[pid]
-        cpu_total, rss_total = 0.0, 0
+        # Sums over the workers sampled; unknown (-1) while none is, not a fake zero.
+        cpu_total, rss_total = -1.0, -1
         for slot, pid in workers.items():
             sample = self._sample_worker(pid, now)
             if sample is not None:
                 self.board.write_monitor(slot, sample)
-                cpu_total += sample.cpu_percent
-                rss_total += sample.rss
+                rss_total = max(rss_total, 0) + sample.rss
+                if sample.cpu_percent >= 0:
+                    cpu_total = max(cpu_total, 0.0) + sample.cpu_percent
         self.board.write_server(self._sample_server(now, cpu_total, rss_total))
 
     def _sample_worker(self, pid: int, now: float) -> WorkerSample | None:
         process = self._processes.get(pid)
         try:
+            first = process is None
             if process is None:
                 process = self._processes[pid] = psutil.Process(pid)
             with process.oneshot():
+                cpu_percent = process.cpu_percent(None)
                 return WorkerSample(
                     sampled_at=now,
-                    cpu_percent=process.cpu_percent(None),
+                    # psutil's first reading of a process is 0.0 by definition, not a figure.
+                    cpu_percent=-1.0 if first else cpu_percent,
                     rss=process.memory_info().rss,
                     threads=process.num_threads(),
                     fds=process.num_fds() if hasattr(process, "num_fds") else -1,

@@ -44,8 +44,9 @@ def _resolve_request(self: BaseHandler, request: HttpRequest) -> ResolverMatch:
     event = current_event.get()
     if event is not None:
         try:  # not `with _resolve_guard`: this runs on every request, and try costs nothing
-            event.set_route(match.route)
-            event.attributes[attr.DJANGO_VIEW] = view_path(match)
+            view = view_path(match)
+            event.attributes[attr.DJANGO_VIEW] = view
+            event.set_route(match.route, view)
             if match.view_name:
                 event.attributes[attr.DJANGO_URL_NAME] = match.view_name
         except Exception:

@@ -28,7 +28,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import _attributes as attr
 from .._attributes import EventType, exception_attributes, finish_span, span_name
 from .._config import Config
-from .slot import NoSlot, WorkerSlot, no_slot
+from .slot import NoEntry, NoSlot, SlotEntry, WorkerSlot, no_entry, no_slot
 
 _end_lock: Final = threading.Lock()
 DEFAULT_SQL_MAX_LENGTH: Final = Config().sql_max_length
@@ -67,6 +67,7 @@ class RequestEvent:
         "db_slowest_sql",
         "db_statements",
         "due",
+        "entry",
         "exception",
         "finished",
         "headers_sent",
@@ -86,12 +87,14 @@ class RequestEvent:
         span: Span,
         method: str,
         slot: WorkerSlot | NoSlot = no_slot,
+        entry: SlotEntry | NoEntry = no_entry,
         *,
         sql_max_length: int = DEFAULT_SQL_MAX_LENGTH,
         client: Any = None,
     ) -> None:
         self.span = span
         self.slot = slot
+        self.entry = entry  # the request's own entry of the slot
         self.method = method
         self.sql_max_length = sql_max_length
         self.client = client  # gunicorn's socket to the client: the watchdog may answer on it
@@ -120,24 +123,25 @@ class RequestEvent:
         if self.exception is None:
             self.exception = exc
 
-    def set_route(self, route: str | None) -> None:
-        if route is None:
-            return
-        # Django's pattern for the site root is "", which says nothing on its own.
-        route = route or "/"
-        self.route = route
-        self.attributes[HTTP_ROUTE] = route
+    def set_route(self, route: str | None, view: str = "") -> None:
+        """Django resolved the URL: the route (if it has one) and the view's dotted path."""
+        if route is not None:
+            # Django's pattern for the site root is "", which says nothing on its own.
+            route = route or "/"
+            self.route = route
+            self.attributes[HTTP_ROUTE] = route
+        self.entry.route_resolved(route or "", view)
 
     def query_started(self, sql: object) -> None:
         """A statement starts: a timeout or a dead worker's event names it (text only)."""
         self.sql_in_flight = sql
-        self.slot.sql_started(str(sql))
+        self.entry.sql_started(str(sql))
 
     def record_query(self, sql: object, duration_ns: int) -> None:
         self.sql_in_flight = None
-        self.slot.sql_finished()
         self.db_query_count += 1
         self.db_duration_ns += duration_ns
+        self.entry.sql_finished(self.db_query_count, self.db_duration_ns)
         if duration_ns > self.db_slowest_ns:
             self.db_slowest_ns = duration_ns
             self.db_slowest_sql = sql
@@ -154,8 +158,8 @@ class RequestEvent:
 
         Runs in the request's own thread, so it works on the event's attributes in place.
         """
-        if self.finished:  # the watchdog sent it as a timeout: the slot is idle again
-            self.slot.request_finished()
+        if self.finished:  # the watchdog sent it as a timeout: its entry is free again
+            self._release_entry()
             return
         attributes = self.attributes
         if exc is not None:
@@ -169,7 +173,12 @@ class RequestEvent:
         attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
         attributes[attr.HTTP_RESPONSE_BODY_SIZE] = self.body_bytes
         self.finish(EventType.REQUEST, attributes)
-        self.slot.request_finished()
+        self._release_entry()
+
+    def _release_entry(self) -> None:
+        """Give the board entry back, once: a body's close may follow an exception's end."""
+        entry, self.entry = self.entry, no_entry
+        entry.finished()
 
     def end_rejected(self) -> None:
         """gunicorn answered the request itself (``Worker.handle_error``)."""
@@ -197,7 +206,7 @@ class RequestEvent:
             attributes[HTTP_RESPONSE_STATUS_CODE] = 500
         if not self.finish(EventType.TIMEOUT, attributes):
             return False
-        self.slot.event_out()
+        self.entry.event_out()
         return True
 
     def finish(

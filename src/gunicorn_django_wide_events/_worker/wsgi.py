@@ -13,7 +13,7 @@ from contextvars import Token
 from typing import Any, Final, cast
 
 from opentelemetry import context, trace
-from opentelemetry.semconv.attributes.url_attributes import URL_PATH
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
 
 from .._guard import never_raise
 from .event import RequestEvent, current_event, exception_left_to_gunicorn
@@ -107,7 +107,9 @@ class ResponseBody:
         event = scope.event
         try:
             for chunk in self._body:
-                event.headers_sent = True
+                if not event.headers_sent:
+                    event.headers_sent = True
+                    event.entry.sending()
                 event.body_bytes += len(chunk)
                 yield chunk
         except Exception as exc:
@@ -185,6 +187,7 @@ class WideEventsMiddleware:
         file_wrapper = environ.get("wsgi.file_wrapper")
         if file_wrapper is not None and isinstance(body, file_wrapper):
             scope.event.headers_sent = True
+            scope.event.entry.sending()
             body.close = FileBodyCloser(getattr(body, "close", None), scope)
             return cast("Iterable[bytes]", body)
         return ResponseBody(body, scope)
@@ -197,11 +200,14 @@ class WideEventsMiddleware:
             parent = self.caller_context(environ)
             span = self.spans.start_span(method, parent, attributes)
             slot = self.slot
-            slot.request_started(span, method, str(attributes.get(URL_PATH, "")))
+            entry = slot.request_started(
+                span, method, str(attributes.get(URL_PATH, "")), str(attributes.get(URL_QUERY, ""))
+            )
             event = RequestEvent(
                 span,
                 method,
                 slot,
+                entry,
                 sql_max_length=self.sql_max_length,
                 client=environ.get("gunicorn.socket"),
             )
