@@ -2,7 +2,8 @@
 
 Layout, all native byte order::
 
-    header          capacity, entries per slot, then the server sample (seqlock)
+    header          capacity, entries per slot; the master (pid, start, gunicorn's timeout and
+                    max_requests, timeouts and crashes so far); the server sample (seqlock)
     in_use[cap]     one byte per slot: a worker holds it (written by the master)
     busy[cap]       one byte per slot: requests its worker is serving now, at most 255
                     (written by the worker)
@@ -14,13 +15,17 @@ Every region has exactly one writer, so no lock is ever needed across processes,
 be left held by a killed process. A seqlock region is written as: counter made odd, fields,
 counter made even; a reader retries when the counter was odd or changed while it read (a torn
 read). Single bytes (``in_use``, ``busy``, a request's state) need no counter: a byte is
-written whole. The mapping is anonymous, so nothing is left behind in ``/dev/shm`` even when
-the master is SIGKILLed; workers inherit it through fork.
+written whole. The mapping is shared memory without a name in any file system (a ``memfd``,
+or anonymous when the live view is off), so nothing is left behind even when the master is
+SIGKILLed; workers inherit it through fork. The memfd, owner-only, is how ``wide-events top``
+reads a running gunicorn: through ``/proc/<master pid>/fd``, which only the same user (or root)
+may open, read-only (see ``_live/``).
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,6 +40,13 @@ MAX_ENTRIES_PER_SLOT: Final = 255  # busy[] holds the count of entries in use in
 _READ_ATTEMPTS: Final = 100
 
 _HEADER: Final = struct.Struct("=II")  # capacity, entries per slot
+# pid, started_at, gunicorn's timeout and max_requests, then timeouts and crashes counted so far
+# (each written whole by the master alone; a reader may see one a write behind another).
+_MASTER: Final = struct.Struct("=idIIII")
+_MASTER_AT: Final = _HEADER.size
+_COUNTS: Final = struct.Struct("=II")
+_COUNTS_AT: Final = _MASTER_AT + struct.calcsize("=idII")
+MEMFD_NAME: Final = "gunicorn-django-wide-events-board"
 _SEQ: Final = struct.Struct("=I")  # the counter in front of each seqlock region
 # sampled_at, load1, backlog, master_rss, workers_cpu_percent, workers_rss; a figure nobody
 # could sample yet is negative.
@@ -63,7 +75,7 @@ _SQL_AT: Final = _ENTRY.size  # the statement in flight follows the entry's fiel
 # What a reader takes in one seqlock read: the fields and the statement.
 _ENTRY_READ: Final = struct.Struct(f"{_ENTRY.format}{SQL_BYTES}s")
 _ENTRY_SIZE: Final = _SEQ.size + _ENTRY.size + SQL_BYTES
-_SERVER_AT: Final = _HEADER.size
+_SERVER_AT: Final = _MASTER_AT + _MASTER.size
 _FLAGS_AT: Final = _SERVER_AT + _SEQ.size + _SERVER.size
 
 
@@ -76,6 +88,16 @@ class RequestState:
     ABORTING: Final = 3  # its timeout event is out; the worker is ending it
 
     NAMES: Final = {IDLE: "idle", IN_APP: "in view", SENDING: "streaming", ABORTING: "aborting"}
+
+
+@dataclass(frozen=True, slots=True)
+class MasterInfo:
+    pid: int
+    started_at: float
+    timeout_s: int  # gunicorn's --timeout
+    max_requests: int  # 0: none
+    timeouts: int  # timeout events since the master started (watchdog's or its own)
+    crashes: int  # workers that died mid-request otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +162,11 @@ class Board:
         self,
         capacity: int,
         entries_per_slot: int = 1,
-        buffer: mmap.mmap | bytearray | None = None,
+        *,
+        shared: bool = False,
+        buffer: mmap.mmap | None = None,
     ) -> None:
+        """A new board (``shared``: in a memfd a live view can open), or one ``open`` read."""
         if not 0 < capacity <= 0xFFFF:
             raise ValueError(f"board capacity must be between 1 and 65535, not {capacity}")
         if not 0 < entries_per_slot <= MAX_ENTRIES_PER_SLOT:
@@ -159,8 +184,62 @@ class Board:
         self._entries_offset = self._monitor_size + self._worker_size
         self._slot_size = self._entries_offset + entries_per_slot * _ENTRY_SIZE
         self.size = self._slots_at + capacity * self._slot_size
-        self.buffer = buffer if buffer is not None else mmap.mmap(-1, self.size)
+        self.fd: int | None = None
+        if buffer is not None:
+            self.buffer = buffer
+            return
+        if shared and hasattr(os, "memfd_create"):
+            self.fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC)
+            os.fchmod(self.fd, 0o600)
+            os.ftruncate(self.fd, self.size)
+            self.buffer = mmap.mmap(self.fd, self.size)
+        else:
+            self.buffer = mmap.mmap(-1, self.size)
         _HEADER.pack_into(self.buffer, 0, capacity, entries_per_slot)
+
+    @classmethod
+    def open(cls, path: str) -> Board:
+        """A running gunicorn's board, read-only, from its memfd's path (``/proc/PID/fd/N``).
+
+        Raises:
+            OSError: the path cannot be opened or mapped.
+            ValueError: what it holds is no board.
+        """
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < _SERVER_AT:
+                raise ValueError(f"{path} is too small to be a board")
+            buffer = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
+        capacity, entries = _HEADER.unpack_from(buffer, 0)
+        try:
+            board = cls(capacity, entries, buffer=buffer)
+        except ValueError:
+            buffer.close()
+            raise
+        if board.size != size:
+            buffer.close()
+            raise ValueError(f"{path} does not hold a board of its own size")
+        return board
+
+    # -- the master itself ------------------------------------------------------------------
+
+    def write_master(self, pid: int, started_at: float, timeout_s: int, max_requests: int) -> None:
+        timeouts, crashes = _COUNTS.unpack_from(self.buffer, _COUNTS_AT)
+        _MASTER.pack_into(
+            self.buffer, _MASTER_AT, pid, started_at, timeout_s, max_requests, timeouts, crashes
+        )
+
+    def count_exit(self, *, timeout: bool) -> None:
+        """A worker died mid-request: one more timeout, or one more crash."""
+        timeouts, crashes = _COUNTS.unpack_from(self.buffer, _COUNTS_AT)
+        if timeout:
+            timeouts += 1
+        else:
+            crashes += 1
+        _COUNTS.pack_into(self.buffer, _COUNTS_AT, timeouts & 0xFFFFFFFF, crashes & 0xFFFFFFFF)
+
+    def read_master(self) -> MasterInfo:
+        return MasterInfo(*_MASTER.unpack_from(self.buffer, _MASTER_AT))
 
     # -- slots: assigned and freed by the master ------------------------------------------
 

@@ -44,6 +44,10 @@ WIDE_EVENTS_BOARD_SLOTS: Final = "WIDE_EVENTS_BOARD_SLOTS"
 WIDE_EVENTS_CONSOLE_FORMAT: Final = "WIDE_EVENTS_CONSOLE_FORMAT"
 """Line format of the ``wide_events_console`` exporter: ``logfmt`` or ``json``."""
 
+WIDE_EVENTS_LIVE_VIEW: Final = "WIDE_EVENTS_LIVE_VIEW"
+"""Let ``wide-events top`` and ``status`` read the board (owner-only; ``false`` on a locked-down
+host makes the board anonymous memory that no other process can open)."""
+
 WIDE_EVENTS_WIRE_ENCODER: Final = "WIDE_EVENTS_WIRE_ENCODER"
 """Encode spans for the OTLP exporters with the package's own protobuf writer (``false``: the
 exporters' stock encoder, several times slower for wide events)."""
@@ -193,6 +197,7 @@ SETTINGS: Final = (
     Setting(WIDE_EVENTS_BOARD_SLOTS, "board_slots", parse_board_slots),
     Setting(WIDE_EVENTS_CONSOLE_FORMAT, "console_format", parse_console_format),
     Setting(WIDE_EVENTS_WIRE_ENCODER, "wire_encoder", parse_bool),
+    Setting(WIDE_EVENTS_LIVE_VIEW, "live_view", parse_bool),
     Setting(OTEL_CAPTURE_REQUEST_HEADERS, "capture_request_headers", parse_pattern_list),
     Setting(OTEL_CAPTURE_RESPONSE_HEADERS, "capture_response_headers", parse_pattern_list),
     Setting(OTEL_SANITIZE_HEADER_FIELDS, "sanitize_header_fields", parse_pattern_list),
@@ -216,6 +221,7 @@ class Config:
     board_slots: int = 0
     console_format: str = "logfmt"
     wire_encoder: bool = True
+    live_view: bool = True
     capture_request_headers: tuple[str, ...] = ()
     capture_response_headers: tuple[str, ...] = ()
     sanitize_header_fields: tuple[str, ...] = ()

@@ -770,7 +770,9 @@ def test_reader_racing_a_writer_in_another_process_never_sees_a_mix() -> None:
     )
     assert reads > 1000
     assert writes > 1000
-    assert torn < reads / 2, f"{torn} torn reads out of {reads}"
+    # A writer that never pauses tears many reads (each gives up after its retries): what counts
+    # is that readers still get each payload whole, often.
+    assert min(seen) > 100, f"whole reads of each payload: {seen}, {torn} torn of {reads}"
     assert all(seen), f"both payloads should be read while the writer alternates: {seen}"
 
 

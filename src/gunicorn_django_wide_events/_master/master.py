@@ -47,6 +47,7 @@ class MasterSide:
         self.config = config
         self.export = export
         self.board: Board | None = None
+        self.started_at = time.time()
         self.monitor: Monitor | None = None
         # Replaces gunicorn.arbiter's os module (see _gunicorn.py): child_exit is not told how
         # a worker ended.
@@ -61,7 +62,14 @@ class MasterSide:
                 MIN_BOARD_SLOTS, BOARD_SLOTS_PER_WORKER * int(server.cfg.workers)
             )
             entries = min(requests_at_once(server.cfg), MAX_BOARD_ENTRIES)
-            self.board = Board(slots, entries)
+            self.board = Board(slots, entries, shared=self.config.live_view)
+        cfg = server.cfg
+        self.board.write_master(
+            os.getpid(),
+            self.started_at,
+            int(cfg.timeout or 0),
+            int(getattr(cfg, "max_requests", 0) or 0),
+        )
         self.export.take_over(dict(os.environ))
 
     def resume_monitor(self) -> None:
@@ -103,9 +111,23 @@ class MasterSide:
         slot = slot_of(worker)
         if slot is None or self.board is None:
             return
+        with never_raise("board.count_exit"):
+            self._count_exit(worker, slot)
         with never_raise("fallback.send"):
             self._send_fallback_event(server, worker, slot, status)
         self.board.free_slot(slot)
+
+    def _count_exit(self, worker: Any, slot: int) -> None:
+        """A worker that ended mid-request counts as a timeout or a crash (for a live view)."""
+        assert self.board is not None
+        pid, _ = self.board.read_worker(slot)
+        in_flight = [request for _, request in self.board.requests_in_flight(slot)]
+        if pid != worker.pid or not in_flight:
+            return
+        timed_out = bool(getattr(worker, "aborted", False)) or any(
+            request.event_out for request in in_flight
+        )
+        self.board.count_exit(timeout=timed_out)
 
     def _send_fallback_event(self, server: Any, worker: Any, slot: int, status: int | None) -> None:
         """The worker died mid-request with no event out: send one per request from the board."""
