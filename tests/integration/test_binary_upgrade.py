@@ -20,8 +20,8 @@ from tests.integration.test_monitor_and_board import (
     NO_CONTROL_SOCKET,
     event_of,
     events_until,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 
 def test_after_usr2_and_the_old_masters_exit_the_new_workers_send_whole_events(

@@ -18,20 +18,13 @@ import pytest
 from tests.integration.conftest import GunicornServer, StartGunicorn
 from tests.integration.events import send
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.waiting import wait_until
 
 FORK_WARNING = "is multi-threaded, use of fork()"
 # gunicorn 27's own control-socket thread restarts right after each fork, where Python 3.13
 # looks for threads: its warning is not ours, so tests about our threads go without it.
 NO_CONTROL_SOCKET = ("--no-control-socket",)
 MONITOR_ENV = {"WIDE_EVENTS_MONITOR_INTERVAL": "0.2"}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def event_of(server: GunicornServer, receiver: OtlpReceiver, path: str = "/ok/") -> ReceivedSpan:

@@ -81,6 +81,7 @@ def test_default_values() -> None:
         config.WIDE_EVENTS_BOARD_SLOTS: 0,
         config.WIDE_EVENTS_CONSOLE_FORMAT: "logfmt",
         config.WIDE_EVENTS_WIRE_ENCODER: True,
+        config.WIDE_EVENTS_LIVE_VIEW: True,
         config.OTEL_CAPTURE_REQUEST_HEADERS: (),
         config.OTEL_CAPTURE_RESPONSE_HEADERS: (),
         config.OTEL_SANITIZE_HEADER_FIELDS: (),

@@ -1,18 +1,17 @@
-"""ForkSafeExport and WorkerSpanProcessor, and the SDK internals export.py relies on.
+"""ForkSafeExport: take_over in the master, start_in_worker, shutdown_within, the attribute limit.
 
-Everything runs on local SDK providers handed to export.py through monkeypatched getters; the
-global providers are never set. Every provider is shut down at the end of its test.
+Everything runs on local SDK providers handed to handover.py through monkeypatched getters
+(conftest.py); the global providers are never set. Every provider is shut down at the end of
+its test.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -24,26 +23,11 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpOTLPSpanExporter,
 )
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    InMemoryLogRecordExporter,
-    SimpleLogRecordProcessor,
-)
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gunicorn_django_wide_events._export import handover as export
@@ -54,348 +38,25 @@ from gunicorn_django_wide_events._export.handover import (
     raise_span_attribute_limit,
 )
 from gunicorn_django_wide_events._export.log_routing import HANDOVER_LOGGERS, logging_silenced
-from gunicorn_django_wide_events._export.processor import WorkerSpanProcessor, build_exporter
-from gunicorn_django_wide_events._guard import LOGGER_NAME, forget_reports
-
-# Names the SDK gives its export threads (BatchProcessor, PeriodicExportingMetricReader).
-OTEL_THREAD_PREFIX = "Otel"
-# The thread ForkSafeExport.shutdown_within runs the shutdown in.
-SHUTDOWN_THREAD_NAME = "wide-events-shutdown"
-WAIT_S = 30.0
-
-# Shutdowns of the Ordered* exporters, processors and readers below, in the order they happened.
-calls: list[str] = []
-
-
-class RecordingSpanExporter(InMemorySpanExporter):
-    """An in-memory span exporter that remembers every instance built."""
-
-    instances: ClassVar[list[RecordingSpanExporter]] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shut_down = False
-        RecordingSpanExporter.instances.append(self)
-
-    def shutdown(self) -> None:
-        self.shut_down = True
-        super().shutdown()
-
-
-class RecordingMetricExporter(MetricExporter):
-    """A metric exporter keeping what it receives, remembering every instance built."""
-
-    instances: ClassVar[list[RecordingMetricExporter]] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.exported: list[MetricsData] = []
-        self.shut_down = False
-        RecordingMetricExporter.instances.append(self)
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        self.exported.append(metrics_data)
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.shut_down = True
-
-
-class RecordingLogExporter(InMemoryLogRecordExporter):
-    """An in-memory log exporter that remembers every instance built."""
-
-    instances: ClassVar[list[RecordingLogExporter]] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shut_down = False
-        RecordingLogExporter.instances.append(self)
-
-    def shutdown(self) -> None:
-        self.shut_down = True
-        super().shutdown()
-
-
-class TimeoutSpanExporter(RecordingSpanExporter):
-    """A recording span exporter whose constructor takes a timeout, like the OTLP ones."""
-
-    def __init__(self, timeout: float | None = None) -> None:
-        super().__init__()
-        self.timeout = timeout
-        self.export_threads: list[int] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.export_threads.append(threading.get_ident())
-        return super().export(spans)
-
-
-class OrderedSpanExporter(RecordingSpanExporter):
-    """A recording span exporter that logs its shutdowns to ``calls``."""
-
-    def shutdown(self) -> None:
-        calls.append("span exporter shutdown")
-        super().shutdown()
-
-
-class OrderedBatchSpanProcessor(BatchSpanProcessor):
-    """A batch span processor that logs its shutdown to ``calls``."""
-
-    def shutdown(self) -> None:
-        calls.append("span processor shutdown")
-        super().shutdown()
-
-
-class OrderedMetricExporter(RecordingMetricExporter):
-    """A recording metric exporter that logs its shutdowns to ``calls``."""
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        calls.append("metric exporter shutdown")
-        super().shutdown(timeout_millis, **kwargs)
-
-
-class OrderedMetricReader(PeriodicExportingMetricReader):
-    """A periodic metric reader that logs its shutdown to ``calls``."""
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        calls.append("metric reader shutdown")
-        super().shutdown(timeout_millis, **kwargs)
-
-
-class OrderedLogExporter(RecordingLogExporter):
-    """A recording log exporter that logs its shutdowns to ``calls``."""
-
-    def shutdown(self) -> None:
-        calls.append("log exporter shutdown")
-        super().shutdown()
-
-
-class BlockingSpanExporter(SpanExporter):
-    """A span exporter whose export blocks until shutdown() is called."""
-
-    instances: ClassVar[list[BlockingSpanExporter]] = []
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.released = threading.Event()
-        self.shutdown_called = threading.Event()
-        BlockingSpanExporter.instances.append(self)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.entered.set()
-        self.released.wait(WAIT_S * 2)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        self.shutdown_called.set()
-        self.released.set()
-
-
-class KeptProcessor(SpanProcessor):
-    """A non-exporting processor of the user's own, which take_over must leave in place."""
-
-    def __init__(self) -> None:
-        self.ended: list[str] = []
-        self.shut_down = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.ended.append(span.name)
-
-    def shutdown(self) -> None:
-        self.shut_down = True
-
-
-@dataclass
-class Sdk:
-    """Local SDK providers, as opentelemetry-instrument would have configured them."""
-
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-    logger_provider: LoggerProvider
-    kept: KeptProcessor
-    span_processors: list[SpanProcessor] = field(default_factory=list)
-    metric_readers: list[PeriodicExportingMetricReader] = field(default_factory=list)
-    log_processors: list[Any] = field(default_factory=list)
-
-    def end_span(self, name: str) -> None:
-        self.tracer_provider.get_tracer(__name__).start_span(name).end()
-
-
-def new_otel_threads(before: set[threading.Thread]) -> list[str]:
-    """Names of live SDK export threads that were not running before the test."""
-    return [
-        thread.name
-        for thread in threading.enumerate()
-        if thread not in before and thread.name.startswith(OTEL_THREAD_PREFIX)
-    ]
-
-
-@pytest.fixture(autouse=True)
-def clean_state() -> Iterator[None]:
-    """Forget exporter instances and log_once reports around each test."""
-    for cls in (
-        RecordingSpanExporter,
-        RecordingMetricExporter,
-        RecordingLogExporter,
-        BlockingSpanExporter,
-    ):
-        cls.instances.clear()
-    calls.clear()
-    forget_reports()
-    yield
-    forget_reports()
-
-
-@pytest.fixture
-def threads_before() -> Iterator[set[threading.Thread]]:
-    """Threads alive before the test; after it, every thread it started must be gone."""
-    before = set(threading.enumerate())
-    yield before
-    for thread in threading.enumerate():
-        if thread not in before:
-            thread.join(WAIT_S)
-    assert [thread.name for thread in threading.enumerate() if thread not in before] == []
-
-
-@pytest.fixture
-def make_sdk(
-    monkeypatch: pytest.MonkeyPatch, threads_before: set[threading.Thread]
-) -> Iterator[Callable[..., Sdk]]:
-    """Build local providers with exporting parts and make export.py see them as global."""
-    built: list[Sdk] = []
-
-    def make(
-        span_exporter: SpanExporter | None = None,
-        *,
-        simple: bool = False,
-        simple_logs: bool = False,
-        ordered: bool = False,
-    ) -> Sdk:
-        """``ordered`` builds the Ordered* parts, which log their shutdowns to ``calls``."""
-        tracer_provider = TracerProvider(shutdown_on_exit=False)
-        kept = KeptProcessor()
-        exporter = span_exporter
-        if exporter is None:
-            exporter = OrderedSpanExporter() if ordered else RecordingSpanExporter()
-        span_processor: SpanProcessor
-        if simple:
-            span_processor = SimpleSpanProcessor(exporter)
-        elif ordered:
-            span_processor = OrderedBatchSpanProcessor(exporter)
-        else:
-            span_processor = BatchSpanProcessor(exporter)
-        tracer_provider.add_span_processor(span_processor)
-        tracer_provider.add_span_processor(kept)
-        reader_type = OrderedMetricReader if ordered else PeriodicExportingMetricReader
-        metric_exporter = OrderedMetricExporter() if ordered else RecordingMetricExporter()
-        reader = reader_type(metric_exporter, export_interval_millis=60_000)
-        meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-        logger_provider = LoggerProvider(shutdown_on_exit=False)
-        log_exporter = OrderedLogExporter() if ordered else RecordingLogExporter()
-        log_processor = (
-            SimpleLogRecordProcessor(log_exporter)
-            if simple_logs
-            else BatchLogRecordProcessor(log_exporter)
-        )
-        logger_provider.add_log_record_processor(log_processor)
-        monkeypatch.setattr(export.trace, "get_tracer_provider", lambda: tracer_provider)
-        monkeypatch.setattr(export.metrics, "get_meter_provider", lambda: meter_provider)
-        monkeypatch.setattr(export, "get_logger_provider", lambda: logger_provider)
-        sdk = Sdk(
-            tracer_provider,
-            meter_provider,
-            logger_provider,
-            kept,
-            [span_processor],
-            [reader],
-            [log_processor],
-        )
-        built.append(sdk)
-        return sdk
-
-    yield make
-    for sdk in built:
-        sdk.tracer_provider.shutdown()
-        sdk.meter_provider.shutdown()
-        sdk.logger_provider.shutdown()
-
-
-@pytest.fixture
-def fork_safe(make_sdk: Callable[..., Sdk]) -> Iterator[ForkSafeExport]:
-    """A ForkSafeExport whose worker parts are stopped after the test, before the providers.
-
-    MeterProvider.shutdown() does not reach the metric readers start_in_worker adds, so their
-    threads would outlive the test. A test may have shut down already: the SDK's warnings about
-    a second shutdown are muted.
-    """
-    fork_safe = ForkSafeExport()
-    yield fork_safe
-    with logging_silenced():
-        assert fork_safe.shutdown_within(WAIT_S) is True
-
-
-def names(spans: Sequence[ReadableSpan]) -> list[str]:
-    return [span.name for span in spans]
-
-
-def span_processors_of(provider: TracerProvider) -> tuple[SpanProcessor, ...]:
-    return tuple(provider._active_span_processor._span_processors)
-
-
-def log_processors_of(provider: LoggerProvider) -> tuple[Any, ...]:
-    return tuple(provider._multi_log_record_processor._log_record_processors)
-
-
-# --- SDK internals export.py reads ---------------------------------------------------------
-
-
-def test_sdk_internals_export_relies_on(make_sdk: Callable[..., Sdk]) -> None:
-    """The private SDK attributes export.py reads exist and hold what it expects."""
-    sdk = make_sdk()
-    (batch,) = sdk.span_processors
-    assert span_processors_of(sdk.tracer_provider) == (batch, sdk.kept)
-    assert isinstance(batch, BatchSpanProcessor)
-    assert batch.span_exporter is RecordingSpanExporter.instances[0]
-    assert isinstance(sdk.tracer_provider._span_limits, SpanLimits)
-    (reader,) = sdk.metric_readers
-    assert list(sdk.meter_provider._metric_readers) == [reader]
-    assert reader._exporter is RecordingMetricExporter.instances[0]
-    (log_processor,) = sdk.log_processors
-    assert log_processors_of(sdk.logger_provider) == (log_processor,)
-    assert log_processor._batch_processor._exporter is RecordingLogExporter.instances[0]
-
-
-def test_sdk_export_thread_names(
-    make_sdk: Callable[..., Sdk], threads_before: set[threading.Thread]
-) -> None:
-    """The SDK's export threads are named Otel*, which the no-thread checks below rely on."""
-    make_sdk()
-    assert sorted(new_otel_threads(threads_before)) == [
-        "OtelBatchLogRecordProcessor",
-        "OtelBatchSpanRecordProcessor",
-        "OtelPeriodicExportingMetricReader",
-    ]
-
-
-def test_sdk_metric_reader_registration(threads_before: set[threading.Thread]) -> None:
-    """add_metric_reader leaves _metric_readers alone; remove_metric_reader stops the reader."""
-    provider = MeterProvider(shutdown_on_exit=False)
-    try:
-        reader = PeriodicExportingMetricReader(
-            RecordingMetricExporter(), export_interval_millis=60_000
-        )
-        provider.add_metric_reader(reader)
-        assert list(provider._metric_readers) == []
-        assert new_otel_threads(threads_before) == ["OtelPeriodicExportingMetricReader"]
-        provider.remove_metric_reader(reader)
-        assert new_otel_threads(threads_before) == []
-        assert RecordingMetricExporter.instances[0].shut_down
-    finally:
-        provider.shutdown()
+from gunicorn_django_wide_events._export.processor import WorkerSpanProcessor
+from gunicorn_django_wide_events._guard import LOGGER_NAME
+from tests.unit.export.fakes import (
+    SHUTDOWN_THREAD_NAME,
+    WAIT_S,
+    BlockingSpanExporter,
+    RecordingLogExporter,
+    RecordingMetricExporter,
+    RecordingSpanExporter,
+    Sdk,
+    TimeoutSpanExporter,
+    calls,
+    log_processors_of,
+    names,
+    new_otel_threads,
+    span_processors_of,
+)
+
+pytestmark = pytest.mark.usefixtures("clean_state")
 
 
 # --- take_over -----------------------------------------------------------------------------
@@ -854,125 +515,3 @@ def test_take_over_passes_the_environ_to_the_limit(make_sdk: Callable[..., Sdk])
     sdk = make_sdk()
     ForkSafeExport().take_over({"OTEL_ATTRIBUTE_COUNT_LIMIT": "64"})
     assert sdk.tracer_provider._span_limits.max_span_attributes == 128
-
-
-# --- WorkerSpanProcessor -------------------------------------------------------------------
-
-
-@pytest.fixture
-def worker_provider(
-    threads_before: set[threading.Thread],
-) -> Iterator[Callable[[type[SpanExporter]], tuple[TracerProvider, WorkerSpanProcessor]]]:
-    """A local TracerProvider whose only processor is a WorkerSpanProcessor."""
-    providers: list[TracerProvider] = []
-
-    def make(exporter_type: type[SpanExporter]) -> tuple[TracerProvider, WorkerSpanProcessor]:
-        provider = TracerProvider(shutdown_on_exit=False)
-        processor = WorkerSpanProcessor([exporter_type])
-        provider.add_span_processor(processor)
-        providers.append(provider)
-        return provider, processor
-
-    yield make
-    for provider in providers:
-        provider.shutdown()
-
-
-def test_worker_processor_drops_spans_before_start(
-    worker_provider: Callable[[type[SpanExporter]], tuple[TracerProvider, WorkerSpanProcessor]],
-) -> None:
-    """Before start() no exporter exists; spans are dropped and flushing succeeds."""
-    provider, processor = worker_provider(RecordingSpanExporter)
-    provider.get_tracer(__name__).start_span("dropped").end()
-    assert processor.force_flush() is True
-    assert RecordingSpanExporter.instances == []
-    assert processor.exporters == ()
-    fork_safe = ForkSafeExport()
-    fork_safe.span_processor = processor
-    assert fork_safe.shutdown_within(WAIT_S) is True
-
-
-def test_worker_processor_shutdown_exports_the_queue(
-    worker_provider: Callable[[type[SpanExporter]], tuple[TracerProvider, WorkerSpanProcessor]],
-) -> None:
-    """shutdown() exports what is queued, shuts the exporter down and stops the batch thread."""
-    provider, processor = worker_provider(RecordingSpanExporter)
-    processor.start()
-    for index in range(3):
-        provider.get_tracer(__name__).start_span(f"span-{index}").end()
-    processor.shutdown()
-    (exporter,) = RecordingSpanExporter.instances
-    assert sorted(names(exporter.get_finished_spans())) == ["span-0", "span-1", "span-2"]
-    assert exporter.shut_down
-
-
-def test_mark_urgent_span_bypasses_the_batch(
-    worker_provider: Callable[[type[SpanExporter]], tuple[TracerProvider, WorkerSpanProcessor]],
-) -> None:
-    """A span marked urgent is exported in on_end by an urgent exporter; others are batched."""
-    provider, processor = worker_provider(TimeoutSpanExporter)
-    processor.start(urgent_timeout_s=0.25)
-    batch, urgent = RecordingSpanExporter.instances
-    assert isinstance(batch, TimeoutSpanExporter)
-    assert isinstance(urgent, TimeoutSpanExporter)
-    assert (batch.timeout, urgent.timeout) == (None, 0.25)
-    assert processor.exporters == (batch, urgent)
-    tracer = provider.get_tracer(__name__)
-
-    span = tracer.start_span("timeout")
-    processor.mark_urgent(span.get_span_context().span_id)
-    span.end()
-    # Exported already, in this thread, without a flush.
-    assert names(urgent.get_finished_spans()) == ["timeout"]
-    assert urgent.export_threads == [threading.get_ident()]
-
-    tracer.start_span("request").end()
-    assert processor.force_flush()
-    assert names(batch.get_finished_spans()) == ["request"]
-    assert names(urgent.get_finished_spans()) == ["timeout"]
-
-
-def test_mark_urgent_without_urgent_exporters_uses_the_batch(
-    worker_provider: Callable[[type[SpanExporter]], tuple[TracerProvider, WorkerSpanProcessor]],
-) -> None:
-    """Started without an urgent timeout, the processor batches a marked span like any other."""
-    provider, processor = worker_provider(TimeoutSpanExporter)
-    processor.start()
-    (batch,) = RecordingSpanExporter.instances
-    assert processor.exporters == (batch,)
-    span = provider.get_tracer(__name__).start_span("timeout")
-    processor.mark_urgent(span.get_span_context().span_id)
-    span.end()
-    assert processor.force_flush()
-    assert names(batch.get_finished_spans()) == ["timeout"]
-
-
-# --- build_exporter ------------------------------------------------------------------------
-
-
-def test_build_exporter_passes_the_timeout_when_accepted() -> None:
-    """build_exporter hands timeout= to a constructor that takes it."""
-    exporter = build_exporter(TimeoutSpanExporter, 0.25)
-    assert isinstance(exporter, TimeoutSpanExporter)
-    assert exporter.timeout == 0.25
-    assert RecordingSpanExporter.instances == [exporter]
-
-
-def test_build_exporter_without_a_timeout_passes_none() -> None:
-    """With timeout_s None build_exporter calls the constructor without arguments."""
-    exporter = build_exporter(TimeoutSpanExporter, None)
-    assert isinstance(exporter, TimeoutSpanExporter)
-    assert exporter.timeout is None
-
-
-def test_build_exporter_falls_back_when_constructor_takes_no_timeout() -> None:
-    """An exporter class without a timeout parameter is built without one."""
-    exporter = build_exporter(RecordingSpanExporter, 0.25)
-    assert type(exporter) is RecordingSpanExporter
-    assert RecordingSpanExporter.instances == [exporter]
-
-
-@pytest.mark.parametrize("exporter_type", [GrpcOTLPSpanExporter, HttpOTLPSpanExporter])
-def test_otlp_span_exporters_take_a_timeout(exporter_type: type[SpanExporter]) -> None:
-    """The OTLP span exporters accept timeout=, so build_exporter bounds their urgent exports."""
-    assert "timeout" in inspect.signature(exporter_type).parameters
