@@ -41,6 +41,8 @@ WIDE_EVENT_DEADLINE_MS: Final = "wide_event.deadline_ms"
 """On a timeout event: the time the request was allowed, from its start."""
 WIDE_EVENT_REPORTED_BY: Final = "wide_event.reported_by"
 """``master`` on an event the master sent from the board because the worker died first."""
+WIDE_EVENT_EVENTS_DROPPED: Final = "wide_event.events_dropped"
+"""Earlier events of this worker its full spool dropped (the collector unreachable for long)."""
 WIDE_EVENT_RESPONSE_INCOMPLETE: Final = "wide_event.response_incomplete"
 """True when the body was not sent to the end: the client went away or the app failed mid-stream."""
 

@@ -9,7 +9,8 @@ Layout, all native byte order::
                     (written by the worker)
     slots[cap]      per worker: the master's sample of it (seqlock), the worker itself (pid and
                     spawn time, seqlock), then one entry per request it can serve at once
-                    (seqlock each): what the request is, how far it got, its statement in flight
+                    (seqlock each): what the request is, how far it got, its statement in flight;
+                    then the slot's spool of finished spans (``_spool.py``), kept across workers
 
 Every region has exactly one writer, so no lock is ever needed across processes, and none can
 be left held by a killed process. A seqlock region is written as: counter made odd, fields,
@@ -30,6 +31,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._spool import Spool
+
 METHOD_BYTES: Final = 16
 PATH_BYTES: Final = 256
 QUERY_BYTES: Final = 256
@@ -39,7 +42,7 @@ SQL_BYTES: Final = 1024
 MAX_ENTRIES_PER_SLOT: Final = 255  # busy[] holds the count of entries in use in one byte
 _READ_ATTEMPTS: Final = 100
 
-_HEADER: Final = struct.Struct("=II")  # capacity, entries per slot
+_HEADER: Final = struct.Struct("=III")  # capacity, entries per slot, spool bytes per slot
 # pid, started_at, gunicorn's timeout and max_requests, then timeouts and crashes counted so far
 # (each written whole by the master alone; a reader may see one a write behind another).
 _MASTER: Final = struct.Struct("=idIIII")
@@ -86,8 +89,15 @@ class RequestState:
     IN_APP: Final = 1
     SENDING: Final = 2  # the app returned; the body is going out (streaming, a large file)
     ABORTING: Final = 3  # its timeout event is out; the worker is ending it
+    ENDING: Final = 4  # its span is ending: the event may be in the spool already
 
-    NAMES: Final = {IDLE: "idle", IN_APP: "in view", SENDING: "streaming", ABORTING: "aborting"}
+    NAMES: Final = {
+        IDLE: "idle",
+        IN_APP: "in view",
+        SENDING: "streaming",
+        ABORTING: "aborting",
+        ENDING: "ending",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +173,7 @@ class Board:
         capacity: int,
         entries_per_slot: int = 1,
         *,
+        spool_bytes: int = 0,
         shared: bool = False,
         buffer: mmap.mmap | None = None,
     ) -> None:
@@ -182,7 +193,9 @@ class Board:
         self._monitor_size = _SEQ.size + _MONITOR.size
         self._worker_size = _SEQ.size + _WORKER.size
         self._entries_offset = self._monitor_size + self._worker_size
-        self._slot_size = self._entries_offset + entries_per_slot * _ENTRY_SIZE
+        self._spool_offset = self._entries_offset + entries_per_slot * _ENTRY_SIZE
+        self.spool_bytes = spool_bytes & ~7
+        self._slot_size = self._spool_offset + self.spool_bytes
         self.size = self._slots_at + capacity * self._slot_size
         self.fd: int | None = None
         if buffer is not None:
@@ -195,7 +208,7 @@ class Board:
             self.buffer = mmap.mmap(self.fd, self.size)
         else:
             self.buffer = mmap.mmap(-1, self.size)
-        _HEADER.pack_into(self.buffer, 0, capacity, entries_per_slot)
+        _HEADER.pack_into(self.buffer, 0, capacity, entries_per_slot, self.spool_bytes)
 
     @classmethod
     def open(cls, path: str) -> Board:
@@ -210,9 +223,9 @@ class Board:
             if size < _SERVER_AT:
                 raise ValueError(f"{path} is too small to be a board")
             buffer = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
-        capacity, entries = _HEADER.unpack_from(buffer, 0)
+        capacity, entries, spool_bytes = _HEADER.unpack_from(buffer, 0)
         try:
-            board = cls(capacity, entries, buffer=buffer)
+            board = cls(capacity, entries, spool_bytes=spool_bytes, buffer=buffer)
         except ValueError:
             buffer.close()
             raise
@@ -243,12 +256,19 @@ class Board:
 
     # -- slots: assigned and freed by the master ------------------------------------------
 
-    def assign_slot(self) -> int | None:
-        """Take the lowest free slot for a worker about to be forked; None when full."""
+    def free_slots(self) -> list[int]:
         in_use = self.buffer[self._in_use_at : self._in_use_at + self.capacity]
-        slot = in_use.find(0)
-        if slot < 0:
-            return None
+        return [slot for slot, flag in enumerate(in_use) if not flag]
+
+    def assign_slot(self, slot: int | None = None) -> int | None:
+        """Take ``slot`` (or the lowest free one) for a worker about to be forked; None: full."""
+        if slot is None:
+            in_use = self.buffer[self._in_use_at : self._in_use_at + self.capacity]
+            slot = in_use.find(0)
+            if slot < 0:
+                return None
+        elif self.buffer[self._in_use_at + self._check(slot)]:
+            raise ValueError(f"slot {slot} is in use")
         self._reset_slot(slot)
         self.buffer[self._in_use_at + slot] = 1
         return slot
@@ -275,9 +295,16 @@ class Board:
         return self._busy_at + slot
 
     def _reset_slot(self, slot: int) -> None:
+        """Zero all but the spool, whose records the slot's next worker sends."""
         start = self._slots_at + slot * self._slot_size
-        self.buffer[start : start + self._slot_size] = bytes(self._slot_size)
+        self.buffer[start : start + self._spool_offset] = bytes(self._spool_offset)
         self.buffer[self._busy_at + slot] = 0
+
+    def spool(self, slot: int) -> Spool | None:
+        """The spool of ``slot`` (a new object, with its own lock), or None without spools."""
+        if not self.spool_bytes:
+            return None
+        return Spool(self.buffer, self._slot_offset(slot) + self._spool_offset, self.spool_bytes)
 
     # -- the server sample: written by the master's monitor -------------------------------
 
@@ -422,6 +449,10 @@ class Board:
         self._end_write(offset, seq + 2)
 
     # -- offsets and the seqlock -----------------------------------------------------------
+
+    def _check(self, slot: int) -> int:
+        self._slot_offset(slot)
+        return slot
 
     def _slot_offset(self, slot: int) -> int:
         if not 0 <= slot < self.capacity:

@@ -44,6 +44,14 @@ WIDE_EVENTS_BOARD_SLOTS: Final = "WIDE_EVENTS_BOARD_SLOTS"
 WIDE_EVENTS_CONSOLE_FORMAT: Final = "WIDE_EVENTS_CONSOLE_FORMAT"
 """Line format of the ``wide_events_console`` exporter: ``logfmt`` or ``json``."""
 
+WIDE_EVENTS_SPOOL_SIZE: Final = "WIDE_EVENTS_SPOOL_SIZE"
+"""Bytes of shared memory per worker for its finished spans until the collector took them (0:
+no spool, spans batch in the worker's memory only)."""
+
+WIDE_EVENTS_EXIT_FLUSH_TIMEOUT: Final = "WIDE_EVENTS_EXIT_FLUSH_TIMEOUT"
+"""Seconds the master's exporting child has, once gunicorn exits, to send what the killed
+workers left (their spools, their requests in flight); gunicorn itself does not wait."""
+
 WIDE_EVENTS_LIVE_VIEW: Final = "WIDE_EVENTS_LIVE_VIEW"
 """Let ``wide-events top`` and ``status`` read the board (owner-only; ``false`` on a locked-down
 host makes the board anonymous memory that no other process can open)."""
@@ -158,6 +166,20 @@ def parse_board_slots(name: str, raw: str) -> int:
     )
 
 
+MIN_SPOOL_BYTES: Final = 8192
+MAX_SPOOL_BYTES: Final = 64 * 2**20
+
+
+def parse_spool_size(name: str, raw: str) -> int:
+    return _number(
+        name,
+        raw,
+        int,
+        lambda value: value == 0 or MIN_SPOOL_BYTES <= value <= MAX_SPOOL_BYTES,
+        f"0, or a number of bytes from {MIN_SPOOL_BYTES} to {MAX_SPOOL_BYTES}",
+    )
+
+
 def parse_console_format(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("logfmt", "json"):
@@ -198,6 +220,8 @@ SETTINGS: Final = (
     Setting(WIDE_EVENTS_CONSOLE_FORMAT, "console_format", parse_console_format),
     Setting(WIDE_EVENTS_WIRE_ENCODER, "wire_encoder", parse_bool),
     Setting(WIDE_EVENTS_LIVE_VIEW, "live_view", parse_bool),
+    Setting(WIDE_EVENTS_SPOOL_SIZE, "spool_bytes", parse_spool_size),
+    Setting(WIDE_EVENTS_EXIT_FLUSH_TIMEOUT, "exit_flush_timeout_s", parse_positive_seconds),
     Setting(OTEL_CAPTURE_REQUEST_HEADERS, "capture_request_headers", parse_pattern_list),
     Setting(OTEL_CAPTURE_RESPONSE_HEADERS, "capture_response_headers", parse_pattern_list),
     Setting(OTEL_SANITIZE_HEADER_FIELDS, "sanitize_header_fields", parse_pattern_list),
@@ -222,6 +246,8 @@ class Config:
     console_format: str = "logfmt"
     wire_encoder: bool = True
     live_view: bool = True
+    spool_bytes: int = 512 * 1024
+    exit_flush_timeout_s: float = 5.0
     capture_request_headers: tuple[str, ...] = ()
     capture_response_headers: tuple[str, ...] = ()
     sanitize_header_fields: tuple[str, ...] = ()

@@ -55,7 +55,7 @@ class GunicornHooks:
 
     def on_exit(self, server: Any) -> None:
         with never_raise("hooks.on_exit"):
-            self.master.on_exit()
+            self.master.on_exit(server)
 
     # -- worker hooks ----------------------------------------------------------------------
 

@@ -183,6 +183,7 @@ class OtlpReceiver:
         self._metrics_requests = 0
         self._logs_requests = 0
         self._delay = 0.0
+        self._unavailable = False
         # Set on stop() so that delayed exports wake up instead of keeping
         # server threads (and therefore the test session) alive.
         self._stopping = threading.Event()
@@ -289,6 +290,15 @@ class OtlpReceiver:
             raise ValueError("delay must be >= 0")
         self._delay = float(seconds)
 
+    @property
+    def unavailable(self) -> bool:
+        return self._unavailable
+
+    def set_unavailable(self, unavailable: bool) -> None:
+        """Refuse trace exports on both transports (gRPC UNAVAILABLE, HTTP 503), recording
+        nothing, as a collector that is down; False takes them again."""
+        self._unavailable = unavailable
+
     def _apply_delay(self) -> None:
         if self._delay > 0:
             self._stopping.wait(self._delay)
@@ -384,6 +394,7 @@ class OtlpReceiver:
             self._trace_requests = 0
             self._metrics_requests = 0
             self._logs_requests = 0
+            self._unavailable = False
 
     @staticmethod
     def _timeout_message(spans: list[ReceivedSpan], timeout: float) -> str:
@@ -411,6 +422,8 @@ class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
         request: trace_service_pb2.ExportTraceServiceRequest,
         context: grpc.ServicerContext,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        if self._receiver.unavailable:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the collector is down")
         self._receiver._record_traces(request, "grpc")
         self._receiver._apply_delay()
         return trace_service_pb2.ExportTraceServiceResponse()
@@ -519,6 +532,9 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             return
 
         receiver = self.server.receiver
+        if path == "/v1/traces" and receiver.unavailable:
+            self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"the collector is down", "text/plain")
+            return
         if path == "/v1/traces":
             assert isinstance(message, trace_service_pb2.ExportTraceServiceRequest)
             receiver._record_traces(message, "http")

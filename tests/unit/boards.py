@@ -25,9 +25,9 @@ from gunicorn_django_wide_events._board import (
 # The layout as _board.py documents it, spelled out independently so that a change to the
 # binary layout shows up here. All native byte order, no padding ("="). Each seqlock region is
 # its 4-byte counter ("I") followed by its payload.
-# capacity, entries per slot; then the master: pid, started_at, timeout, max_requests,
-# timeouts and crashes
-HEADER_BYTES = struct.calcsize("=II" + "idIIII")
+# capacity, entries per slot, spool bytes per slot; then the master: pid, started_at, timeout,
+# max_requests, timeouts and crashes
+HEADER_BYTES = struct.calcsize("=III" + "idIIII")
 SERVER_BYTES = struct.calcsize("=I" + "ddqqdq")  # counter + server sample
 MONITOR_BYTES = struct.calcsize("=I" + "ddqii")  # counter + worker sample
 WORKER_BYTES = struct.calcsize("=I" + "id")  # counter + pid, spawned_at

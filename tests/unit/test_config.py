@@ -29,6 +29,7 @@ BAD_VALUE_AND_ACCEPTED: dict[object, tuple[str, str]] = {
     config.parse_console_format: ("yaml", "logfmt or json"),
     config.parse_non_negative_seconds: ("-1", "0 or more"),
     config.parse_board_slots: ("-1", "from 0 (sized from the workers) to 4096"),
+    config.parse_spool_size: ("4096", "0, or a number of bytes from 8192"),
 }
 
 TRUE_SPELLINGS = ["true", "TRUE", "True", "yes", "YES", "Yes", "on", "ON", "On", "1"]
@@ -82,6 +83,8 @@ def test_default_values() -> None:
         config.WIDE_EVENTS_CONSOLE_FORMAT: "logfmt",
         config.WIDE_EVENTS_WIRE_ENCODER: True,
         config.WIDE_EVENTS_LIVE_VIEW: True,
+        config.WIDE_EVENTS_SPOOL_SIZE: 512 * 1024,
+        config.WIDE_EVENTS_EXIT_FLUSH_TIMEOUT: 5.0,
         config.OTEL_CAPTURE_REQUEST_HEADERS: (),
         config.OTEL_CAPTURE_RESPONSE_HEADERS: (),
         config.OTEL_SANITIZE_HEADER_FIELDS: (),

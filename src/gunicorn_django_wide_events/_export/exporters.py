@@ -41,7 +41,7 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATU
 
 from .otlp_wire import encode_spans
 
-__all__ = ["WireGrpcSpanExporter", "WireHttpSpanExporter", "wire_exporter_for"]
+__all__ = ["EncodedSpans", "WireGrpcSpanExporter", "WireHttpSpanExporter", "wire_exporter_for"]
 
 # The stock HTTP exporter's logger: its messages, and the filters the package puts on it
 # (export.quiet_exporter_loggers), apply unchanged to ours.
@@ -49,6 +49,29 @@ _http_logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_e
 
 #: TraceService/Export, as the generated ``TraceServiceStub`` calls it.
 EXPORT_METHOD: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class EncodedSpans(Sequence[ReadableSpan]):
+    """Spans already encoded as an ``ExportTraceServiceRequest`` (from a spool), for ``export``.
+
+    Only their number is known (exporter metrics count it); they cannot be read back as spans.
+    """
+
+    __slots__ = ("payload", "span_count")
+
+    def __init__(self, payload: bytes, span_count: int) -> None:
+        self.payload = payload
+        self.span_count = span_count
+
+    def __len__(self) -> int:
+        return self.span_count
+
+    def __getitem__(self, index: Any) -> Any:
+        raise TypeError("encoded spans cannot be read back")
+
+
+def _encoded(spans: Sequence[ReadableSpan]) -> bytes:
+    return spans.payload if isinstance(spans, EncodedSpans) else encode_spans(spans)
 
 
 def _already_serialized(request: bytes) -> bytes:
@@ -87,7 +110,7 @@ class WireGrpcSpanExporter(GrpcSpanExporter):
         super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
-        return encode_spans(data)
+        return _encoded(data)
 
 
 class WireHttpSpanExporter(HttpSpanExporter):
@@ -106,7 +129,7 @@ class WireHttpSpanExporter(HttpSpanExporter):
 
         with self._metrics.export_operation(len(spans)) as result:
             try:
-                serialized_data = encode_spans(spans)
+                serialized_data = _encoded(spans)
             except Exception as error:  # reported as a failed export, like stock
                 _http_logger.error("Failed to encode span batch: %s", error)
                 result.error = error

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from .._forking import wait_for_native_threads
 from .._guard import log_once
+from .._spool import Spool
 from .console import WideEventConsoleExporter
 from .exporters import wire_exporter_for
 from .log_routing import first_record_only, logging_silenced
@@ -85,11 +86,13 @@ class ForkSafeExport:
             self._take_over_metrics()
         wait_for_native_threads(timeout_s=1.0)
 
-    def start_in_worker(self, urgent_timeout_s: float | None = None) -> None:
+    def start_in_worker(
+        self, urgent_timeout_s: float | None = None, spool: Spool | None = None
+    ) -> None:
         """In a worker, right after fork: build this process's exporters."""
         first_record_only.reset()
         if self.span_processor is not None:
-            self.span_processor.start(urgent_timeout_s)
+            self.span_processor.start(urgent_timeout_s, spool)
         meter_provider = metrics.get_meter_provider()
         if isinstance(meter_provider, MeterProvider):
             for metric_exporter_type in self._metric_exporter_types:

@@ -39,7 +39,9 @@ from opentelemetry.trace import (
 from .. import _attributes as attr
 from .._attributes import EventType, finish_span, span_name
 from .._board import WorkerRequest
-from .._export.processor import ExporterFactory, build_exporter
+from .._export.exporters import EncodedSpans
+from .._export.processor import SPOOLABLE, ExporterFactory, build_exporter
+from .._spool import Record
 
 EXPORT_TIMEOUT_S: Final = 5.0
 
@@ -101,58 +103,77 @@ def fallback_attributes(
     return attributes
 
 
-FallbackEvent = tuple[WorkerRequest, dict[str, Any]]
+FallbackEvent = tuple[WorkerRequest, dict[str, Any], Resource]
+"""A request from the board, its event's attributes, and its worker's resource."""
 
 
 def export_spans(
     events: Sequence[FallbackEvent],
-    resource: Resource,
     exporter_types: Sequence[ExporterFactory],
+    timeout_s: float = EXPORT_TIMEOUT_S,
 ) -> None:
     """In the exporting child: rebuild the requests' spans from the board and send them."""
-    ids = FixedIds()
-    provider = TracerProvider(
-        resource=resource, id_generator=ids, sampler=ALWAYS_ON, shutdown_on_exit=False
-    )
+    by_resource: dict[Resource, list[tuple[WorkerRequest, dict[str, Any]]]] = {}
+    for request, attributes, resource in events:
+        by_resource.setdefault(resource, []).append((request, attributes))
+    for resource, requests in by_resource.items():
+        ids = FixedIds()
+        provider = TracerProvider(
+            resource=resource, id_generator=ids, sampler=ALWAYS_ON, shutdown_on_exit=False
+        )
+        for exporter_type in exporter_types:
+            exporter = build_exporter(exporter_type, timeout_s)
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("gunicorn_django_wide_events")
+        for request, attributes in requests:
+            ids.trace_id = trace_id = int.from_bytes(request.trace_id, "big")
+            ids.span_id = int.from_bytes(request.span_id, "big")
+            parent_id = int.from_bytes(request.parent_span_id, "big")
+            context = None
+            if parent_id:
+                parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(1))
+                context = set_span_in_context(NonRecordingSpan(parent))
+            span = tracer.start_span(
+                request.method or "HTTP",
+                context=context,
+                kind=SpanKind.SERVER,
+                start_time=int(request.started_at * 1e9),
+            )
+            finish_span(
+                span,
+                attributes,
+                str(attributes[attr.WIDE_EVENT_TYPE]),
+                error=str(attributes[ERROR_TYPE]),
+                name=span_name(request.method or "HTTP", request.route or None),
+            )
+        provider.shutdown()
+
+
+def export_spooled(
+    records: Sequence[Record], exporter_types: Sequence[ExporterFactory], timeout_s: float
+) -> None:
+    """In the exporting child: send spans a dead worker's spool still held, as they are."""
+    payload = b"".join(record.payload for record in records)
+    count = sum(record.spans for record in records)
     for exporter_type in exporter_types:
-        exporter = build_exporter(exporter_type, EXPORT_TIMEOUT_S)
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("gunicorn_django_wide_events")
-    for request, attributes in events:
-        ids.trace_id = trace_id = int.from_bytes(request.trace_id, "big")
-        ids.span_id = int.from_bytes(request.span_id, "big")
-        parent_id = int.from_bytes(request.parent_span_id, "big")
-        context = None
-        if parent_id:
-            parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(1))
-            context = set_span_in_context(NonRecordingSpan(parent))
-        span = tracer.start_span(
-            request.method or "HTTP",
-            context=context,
-            kind=SpanKind.SERVER,
-            start_time=int(request.started_at * 1e9),
-        )
-        finish_span(
-            span,
-            attributes,
-            str(attributes[attr.WIDE_EVENT_TYPE]),
-            error=str(attributes[ERROR_TYPE]),
-            name=span_name(request.method or "HTTP", request.route or None),
-        )
-    provider.shutdown()
+        exporter = build_exporter(exporter_type, timeout_s)
+        if isinstance(exporter, SPOOLABLE):  # encoded requests go only where OTLP goes
+            exporter.export(EncodedSpans(payload, count))
+        exporter.shutdown()
 
 
 def send_from_child(
     events: Sequence[FallbackEvent],
-    resource: Resource,
     exporter_types: Sequence[ExporterFactory],
     inherited_fds: Sequence[int] = (),
+    spooled: Sequence[Record] = (),
+    timeout_s: float = EXPORT_TIMEOUT_S,
 ) -> None:
-    """Fork a child that exports the events and exits (gunicorn reaps it).
+    """Fork a child that exports the events (and ``spooled`` records) and exits.
 
-    The child first closes ``inherited_fds`` (gunicorn's listeners): it may live for seconds on
-    a slow collector, and a listener it kept open would take connections nobody accepts after
-    the master is gone.
+    gunicorn reaps it, or, once the master has exited, init. The child first closes
+    ``inherited_fds`` (gunicorn's listeners): it may live for seconds on a slow collector, and
+    a listener it kept open would take connections nobody accepts after the master is gone.
     """
     if os.fork():
         return
@@ -161,7 +182,10 @@ def send_from_child(
         for fd in inherited_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        export_spans(events, resource, exporter_types)
+        if spooled:
+            export_spooled(spooled, exporter_types, timeout_s)
+        if events:
+            export_spans(events, exporter_types, timeout_s)
         code = 0
     finally:
         os._exit(code)

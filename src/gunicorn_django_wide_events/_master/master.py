@@ -13,18 +13,22 @@ import time
 from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from .._board import SLOT_ATTRIBUTE, Board, slot_of
+from .._attributes import EventType
+from .._board import SLOT_ATTRIBUTE, Board, RequestState, WorkerRequest, slot_of
 from .._config import Config
 from .._export.handover import ForkSafeExport
 from .._export.log_routing import route_to_gunicorn
 from .._export.resource import worker_resource
 from .._guard import log_once, never_raise
+from .._spool import Kind, Record, Spool
 from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
 from .monitor import Monitor, register_fork_handlers
 
 MIN_BOARD_SLOTS: Final = 32
+MAX_DRAIN_BYTES: Final = 64 * 2**20  # per slot; a spool is smaller than this
 # Room for the workers gunicorn may fork beyond --workers (TTIN, a slow reap during a reload).
 BOARD_SLOTS_PER_WORKER: Final = 4
 # Requests in flight a worker's slot describes one by one (more are counted, not described):
@@ -62,7 +66,9 @@ class MasterSide:
                 MIN_BOARD_SLOTS, BOARD_SLOTS_PER_WORKER * int(server.cfg.workers)
             )
             entries = min(requests_at_once(server.cfg), MAX_BOARD_ENTRIES)
-            self.board = Board(slots, entries, shared=self.config.live_view)
+            self.board = Board(
+                slots, entries, spool_bytes=self.config.spool_bytes, shared=self.config.live_view
+            )
         cfg = server.cfg
         self.board.write_master(
             os.getpid(),
@@ -93,7 +99,7 @@ class MasterSide:
         self.monitor.start()
 
     def pre_fork(self, worker: Any) -> None:
-        slot = self.board.assign_slot() if self.board is not None else None
+        slot = self._assign_slot()
         if slot is None:
             log_once(
                 "board.full",
@@ -102,6 +108,17 @@ class MasterSide:
                 self.board.capacity if self.board is not None else 0,
             )
         setattr(worker, SLOT_ATTRIBUTE, slot)
+
+    def _assign_slot(self) -> int | None:
+        """A free slot whose spool holds a dead worker's spans first: its new worker sends them."""
+        board = self.board
+        if board is None:
+            return None
+        for slot in board.free_slots():
+            spool = board.spool(slot)
+            if spool is not None and spool.pending_count():
+                return board.assign_slot(slot)
+        return board.assign_slot()
 
     def after_fork_in_worker(self) -> None:
         self.monitor = None  # the master's; its thread did not cross the fork
@@ -136,32 +153,106 @@ class MasterSide:
         pid, spawned_at = board.read_worker(slot)
         if pid != worker.pid:
             return
+        spool = board.spool(slot)
         unsent = [
             (entry, request)
             for entry, request in board.requests_in_flight(slot)
-            if not request.event_out
+            if not request.event_out and not _in_spool(request, spool)
         ]
         processor = self.export.span_processor
         provider = trace.get_tracer_provider()
-        if not unsent or processor is None or not isinstance(provider, TracerProvider):
+        if processor is None or not isinstance(provider, TracerProvider):
             return
         event_type, error_type = exit_reason(status, bool(getattr(worker, "aborted", False)))
+        resource = provider.resource.merge(
+            worker_resource(server, worker, slot, worker.pid, spawned_at)
+        )
         now = time.time()
         events = []
         for entry, request in unsent:
             board.mark_event_out(slot, entry)
-            events.append(
-                (request, fallback_attributes(request, slot, event_type, error_type, now))
-            )
-        resource = provider.resource.merge(
-            worker_resource(server, worker, slot, worker.pid, spawned_at)
-        )
+            attributes = fallback_attributes(request, slot, event_type, error_type, now)
+            events.append((request, attributes, resource))
         listeners = [fd for listener in server.LISTENERS if (fd := _fileno(listener)) is not None]
-        send_from_child(events, resource, processor.exporter_types, listeners)
+        spooled = self._take_plain_leftovers(spool)
+        if events or spooled:
+            send_from_child(events, processor.exporter_types, listeners, spooled=spooled)
 
-    def on_exit(self) -> None:
+    @staticmethod
+    def _take_plain_leftovers(spool: Spool | None) -> list[Record]:
+        """A dead worker's unsent request spans, for the master to send now, marked as sent.
+
+        Sent once, by the master's child (a collector down loses them after its retries);
+        timeouts and crashes stay in the spool for the slot's next worker (see ``pre_fork``)
+        or the master's exit, which try again later.
+        """
+        if spool is None:
+            return []
+        records = [
+            record
+            for record in spool.pending(MAX_DRAIN_BYTES, held_too=True)
+            if record.kind == Kind.PLAIN
+        ]
+        spool.mark_sent(records)
+        return records
+
+    def on_exit(self, server: Any) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+        with never_raise("board.drain"):
+            self._drain(server)
+
+    def _drain(self, server: Any) -> None:
+        """gunicorn exits: what its killed workers left on the board goes out now.
+
+        Their requests in flight become ``crash`` events (error ``shutdown``) and their spools'
+        spans are sent as they are, from one exporting child bounded by
+        ``WIDE_EVENTS_EXIT_FLUSH_TIMEOUT``; gunicorn does not wait for it.
+        """
+        board = self.board
+        processor = self.export.span_processor
+        provider = trace.get_tracer_provider()
+        if board is None or processor is None or not isinstance(provider, TracerProvider):
+            return
+        now = time.time()
+        events = []
+        spooled = []
+        workers = {slot_of(worker): worker for worker in list(server.WORKERS.values())}
+        for slot in range(board.capacity):
+            spool = board.spool(slot)
+            if spool is not None:
+                spooled += spool.pending(MAX_DRAIN_BYTES, held_too=True)
+            if not board.in_flight(slot):
+                continue
+            pid, spawned_at = board.read_worker(slot)
+            worker = workers.get(slot)
+            resource = provider.resource.merge(
+                worker_resource(server, worker, slot, pid, spawned_at)
+                if worker is not None
+                else Resource({"process.pid": pid})
+            )
+            for entry, request in board.requests_in_flight(slot):
+                if request.event_out or _in_spool(request, spool):
+                    continue
+                board.mark_event_out(slot, entry)
+                attributes = fallback_attributes(request, slot, EventType.CRASH, "shutdown", now)
+                events.append((request, attributes, resource))
+        if events or spooled:
+            send_from_child(
+                events,
+                processor.exporter_types,
+                spooled=spooled,
+                timeout_s=self.config.exit_flush_timeout_s,
+            )
+
+
+def _in_spool(request: WorkerRequest, spool: Spool | None) -> bool:
+    """A request killed while its span ended: its event is in the spool, not to be sent twice."""
+    return (
+        request.state == RequestState.ENDING
+        and spool is not None
+        and spool.holds_span(request.span_id)
+    )
 
 
 def _fileno(listener: Any) -> int | None:

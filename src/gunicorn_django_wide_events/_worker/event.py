@@ -229,6 +229,7 @@ class RequestEvent:
             self._add_db_attributes(attributes)
         error = self._add_error_attributes(attributes)
         name = span_name(self.method, self.route) if self.route is not None else None
+        self.entry.ending()
         finish_span(self.span, attributes, event_type, error, name=name, end_time_ns=end_time_ns)
         return True
 

@@ -45,6 +45,7 @@ class WorkerSlot:
         "requests",
         "slot",
         "spawned_at",
+        "spool",
     )
 
     def __init__(self, board: Board, slot: int) -> None:
@@ -59,6 +60,7 @@ class WorkerSlot:
         self._sample_attributes: dict[str, AttributeValue] = {}
         self._sampled_at = 0.0
         board.write_worker(slot, self.pid, self.spawned_at)
+        self.spool = board.spool(slot)
         self._entries = [
             SlotEntry(self, board.entry_writer(slot, entry))
             for entry in range(board.entries_per_slot)
@@ -143,6 +145,9 @@ class WorkerSlot:
                 # The monitor wrote since the last read (once per interval) and it read whole.
                 self._sample_versions = versions
             attributes.update(self._sample_attributes)
+            spool = self.spool
+            if spool is not None and (dropped := spool.take_dropped()):
+                attributes[attr.WIDE_EVENT_EVENTS_DROPPED] = dropped
             if self._sampled_at:
                 attributes[attr.GUNICORN_MONITOR_SAMPLE_AGE_MS] = round(
                     (now - self._sampled_at) * 1e3, 1
@@ -224,6 +229,13 @@ class SlotEntry:
         except Exception:
             _write_guard.report()
 
+    def ending(self) -> None:
+        """The request's span ends now: whoever reads the board after a kill looks in the spool."""
+        try:
+            self.writer.state(RequestState.ENDING)
+        except Exception:
+            _write_guard.report()
+
     def event_out(self) -> None:
         with _write_guard:
             self.writer.event_out()
@@ -247,6 +259,9 @@ class NoEntry:
         return None
 
     def sending(self) -> None:
+        return None
+
+    def ending(self) -> None:
         return None
 
     def event_out(self) -> None:

@@ -95,7 +95,9 @@ class Watchdog:
     ) -> None:
         self.due = deadlines.due
         self._answers_timeouts = deadlines.sync
-        self._after_timeout = abort_sync_worker(processor) if deadlines.sync else log_timeout
+        self._after_timeout = (
+            abort_sync_worker(processor) if deadlines.sync else log_timeout_of(processor)
+        )
         # No request registered during an idle wait this long can be due before it ends.
         self._idle_wait_s = max(deadlines.budget_s, 0.05)
         self._processor = processor
@@ -181,12 +183,24 @@ class NoWatchdog:
 no_watchdog: Final = NoWatchdog()
 
 
-def log_timeout(request: Watched) -> None:
+def log_timeout(request: Watched, processor: WorkerSpanProcessor | None) -> None:
+    """One line, saying what really happened to the event: sent, or kept to be sent later."""
+    delivered = processor.urgent_delivered.pop(request.span_id, None) if processor else None
+    outcome = (
+        "timeout event sent"
+        if delivered is not False
+        else "timeout event not delivered yet (collector unreachable), kept to be sent later"
+    )
     logger.error(
-        "gunicorn-django-wide-events: %s ran past its %.1fs deadline; timeout event sent",
+        "gunicorn-django-wide-events: %s ran past its %.1fs deadline; %s",
         request.describe(),
         request.due - request.started,
+        outcome,
     )
+
+
+def log_timeout_of(processor: WorkerSpanProcessor | None) -> Callable[[Watched], None]:
+    return lambda request: log_timeout(request, processor)
 
 
 def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watched], None]:
@@ -197,7 +211,7 @@ def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watche
             with never_raise("watchdog.answer"):
                 request.client.settimeout(1.0)
                 request.client.sendall(TIMEOUT_RESPONSE)
-        log_timeout(request)
+        log_timeout(request, processor)
         if processor is not None:
             # The request's child spans are still queued; flush them, briefly (force_flush
             # itself has no deadline on a dead collector).

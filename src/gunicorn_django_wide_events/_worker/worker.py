@@ -49,15 +49,20 @@ class WorkerSide:
     def post_fork(self, server: Any, worker: Any, board: Board | None) -> None:
         forget_reports()
         slot = slot_of(worker)
+        spool = None
         if slot is not None and board is not None:
             self.slot = WorkerSlot(board, slot)
+            spool = self.slot.spool  # what the slot's last worker left is sent first
+            if spool is not None:
+                spool.adopt()
         update_resource = getattr(trace.get_tracer_provider(), "_update_resource", None)
         if update_resource is not None:
             spawned_at = self.slot.spawned_at if isinstance(self.slot, WorkerSlot) else 0.0
             update_resource(worker_resource(server, worker, slot, os.getpid(), spawned_at))
         margin_s = self.config.timeout_margin_s
         self.export.start_in_worker(
-            urgent_timeout_s=max(MIN_URGENT_EXPORT_S, URGENT_SHARE_OF_MARGIN * margin_s)
+            urgent_timeout_s=max(MIN_URGENT_EXPORT_S, URGENT_SHARE_OF_MARGIN * margin_s),
+            spool=spool,
         )
 
     def post_worker_init(self, worker: Any) -> None:
