@@ -246,7 +246,7 @@ class Config:
     console_format: str = "logfmt"
     wire_encoder: bool = True
     live_view: bool = True
-    spool_bytes: int = 512 * 1024
+    spool_bytes: int = 0  # opt-in while it costs the request path more (docs/durability.md)
     exit_flush_timeout_s: float = 5.0
     capture_request_headers: tuple[str, ...] = ()
     capture_response_headers: tuple[str, ...] = ()

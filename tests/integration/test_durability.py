@@ -29,8 +29,10 @@ from tests.integration.otlp_receiver import OtlpReceiver
 from tests.waiting import wait_until
 
 PROTOCOLS = ["grpc", "http/protobuf"]
+# The spool is opt-in (docs/durability.md): every server here turns it on.
+SPOOL = {"WIDE_EVENTS_SPOOL_SIZE": "524288"}
 # The SDK's default: finished spans wait this long in a worker before they are exported.
-DEFAULT_BATCH_DELAY = {"OTEL_BSP_SCHEDULE_DELAY": "5000"}
+DEFAULT_BATCH_DELAY = {**SPOOL, "OTEL_BSP_SCHEDULE_DELAY": "5000"}
 ARRIVAL_TIMEOUT = 60.0
 
 
@@ -155,7 +157,7 @@ def test_a_timeout_event_during_a_collector_outage_is_kept_and_sent_later(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
 ) -> None:
     """The urgent export fails: the log says so; the event arrives when the collector is back."""
-    server = gunicorn_server(protocol=protocol, timeout=3)
+    server = gunicorn_server(protocol=protocol, timeout=3, env=SPOOL)
     receiver.set_unavailable(True)
     try:
         exchange: Exchange | None = None
@@ -180,7 +182,7 @@ def test_reloads_and_kills_under_load_lose_no_event_and_double_none(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver
 ) -> None:
     """HUPs and SIGKILLs while three clients send: every answered request has exactly one event."""
-    server = gunicorn_server(workers=2, env={"OTEL_BSP_SCHEDULE_DELAY": "200"})
+    server = gunicorn_server(workers=2, env={**SPOOL, "OTEL_BSP_SCHEDULE_DELAY": "200"})
     server.wait_for_workers(2)
     answered: list[Exchange] = []
     failed = 0

@@ -665,6 +665,19 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         Exception: where the stock encoder raises (a span field it cannot encode), so the
             exporter fails the batch the same way. Bad attributes are logged and dropped.
     """
+    if spans and all(
+        span.resource is spans[0].resource
+        and (span.instrumentation_scope or None) is (spans[0].instrumentation_scope or None)
+        for span in spans
+    ):
+        # One resource and scope object, the common case (always so for a worker spooling one
+        # span at a time): no grouping, and so no Resource.__hash__, which serializes the
+        # resource's attributes to JSON at every call (tens of microseconds).
+        pieces: list[bytes] = []
+        for span in spans:
+            _encode_span(span, pieces)
+        return _request(spans[0].resource, [(spans[0].instrumentation_scope or None, pieces)])
+
     # Resource -> scope -> encoded spans, grouped by equality in first-seen order as the stock
     # encoder does. Resource.__hash__ serializes its attributes to JSON, so each distinct
     # (resource, scope) pair of objects is looked up by equality only once, then by identity.
@@ -686,15 +699,28 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             last_resource, last_scope, encoded_spans = entry
         _encode_span(span, encoded_spans)
 
-    # One join at the end: joining each level would copy every span once per level, and a
-    # batch is large enough (hundreds of kB) for each copy to be a fresh mmap and page faults.
     request: list[bytes] = []
     for resource, scopes in groups.items():
-        resource_head, resource_tail = _cached(_resource_framings, resource, _resource_framing)
-        resource_spans = [resource_head]
-        for scope, pieces in scopes.items():
-            scope_head, scope_tail = _cached(_scope_framings, scope, _scope_framing)
-            resource_spans += _field_pieces(b"\x12", [scope_head, *pieces, scope_tail])
-        resource_spans.append(resource_tail)
-        request += _field_pieces(b"\x0a", resource_spans)
+        request += _resource_spans(resource, list(scopes.items()))
     return b"".join(request)
+
+
+def _request(
+    resource: Resource, scopes: list[tuple[InstrumentationScope | None, list[bytes]]]
+) -> bytes:
+    return b"".join(_resource_spans(resource, scopes))
+
+
+def _resource_spans(
+    resource: Resource, scopes: list[tuple[InstrumentationScope | None, list[bytes]]]
+) -> list[bytes]:
+    """One ResourceSpans field, in pieces: joined once by the caller, since joining each level
+    would copy every span once per level, and a batch is large enough (hundreds of kB) for
+    each copy to be a fresh mmap and page faults."""
+    resource_head, resource_tail = _cached(_resource_framings, resource, _resource_framing)
+    resource_spans = [resource_head]
+    for scope, pieces in scopes:
+        scope_head, scope_tail = _cached(_scope_framings, scope, _scope_framing)
+        resource_spans += _field_pieces(b"\x12", [scope_head, *pieces, scope_tail])
+    resource_spans.append(resource_tail)
+    return _field_pieces(b"\x0a", resource_spans)
