@@ -72,6 +72,8 @@ _EVENT_OUT_AT: Final = struct.calcsize("=Qd32s")
 _STATE_AT: Final = _EVENT_OUT_AT + 1
 _ROUTE_VIEW: Final = struct.Struct(f"={ROUTE_BYTES}s{VIEW_BYTES}s")
 _ROUTE_AT: Final = struct.calcsize(f"=Qd32sBB{METHOD_BYTES}s{PATH_BYTES}s{QUERY_BYTES}s")
+_PATH: Final = struct.Struct(f"={PATH_BYTES}s")
+_PATH_AT: Final = struct.calcsize(f"=Qd32sBB{METHOD_BYTES}s")
 _DB: Final = struct.Struct("=IQ")  # written in place, outside the seqlock (see write_db)
 _DB_AT: Final = _ROUTE_AT + _ROUTE_VIEW.size
 _SQL_AT: Final = _ENTRY.size  # the statement in flight follows the entry's fields
@@ -589,6 +591,18 @@ class EntryWriter:
         buffer = self._buffer
         buffer[self._payload_at + _EVENT_OUT_AT] = 1
         buffer[self._payload_at + _STATE_AT] = RequestState.ABORTING
+        board._end_write(offset, seq + 2)
+
+    def path_changed(self, path: str) -> None:
+        """The request's path, rewritten (its secrets redacted) once the app resolved it.
+
+        Under the seqlock, unlike the route: a reader sees the path as sent or as redacted,
+        never a torn mix that keeps part of a secret.
+        """
+        board = self._board
+        offset = self._offset
+        seq = board._begin_write(offset)
+        _PATH.pack_into(self._buffer, self._payload_at + _PATH_AT, path.encode("utf-8", "replace"))
         board._end_write(offset, seq + 2)
 
     def finished(self) -> None:

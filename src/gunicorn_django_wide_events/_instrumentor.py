@@ -22,6 +22,7 @@ from ._gunicorn import patch_gunicorn, unpatch_gunicorn
 from ._hooks import GunicornHooks
 from ._worker.django import instrument_django, uninstrument_django
 from ._worker.django_db import instrument_db, uninstrument_db
+from ._worker.http import SecretNames
 
 
 class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -56,7 +57,7 @@ class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         quiet_exporter_loggers()
         export = ForkSafeExport(config.wire_encoder, config.console_format)
         patch_gunicorn(GunicornHooks(config, export))
-        instrument_django(config.capture_user_id)
+        instrument_django(config.capture_user_id, SecretNames(config.redact_query_keys))
         instrument_db()
 
     def _uninstrument(self, **kwargs: Any) -> None:

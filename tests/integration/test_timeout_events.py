@@ -59,10 +59,17 @@ def only_event(server: GunicornServer, receiver: OtlpReceiver, trace_id: str) ->
 
 
 def stuck_request(
-    server: GunicornServer, receiver: OtlpReceiver, path: str, query: str = ""
+    server: GunicornServer,
+    receiver: OtlpReceiver,
+    path: str,
+    query: str = "",
+    sent_path: str | None = None,
 ) -> tuple[Exchange | None, ReceivedSpan]:
-    """Send a request that gets stuck; return the answer (if any) and its one event."""
-    exchange = send_stuck(server, path + query)
+    """Send a request that gets stuck; return the answer (if any) and its one event.
+
+    ``sent_path``: the path sent, when the event reports it otherwise (``path``, redacted).
+    """
+    exchange = send_stuck(server, (sent_path or path) + query)
     spans = receiver.wait_for(
         lambda spans: any(s.is_server and s.attributes.get("url.path") == path for s in spans),
         timeout=EVENT_TIMEOUT,

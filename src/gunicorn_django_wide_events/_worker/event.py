@@ -8,10 +8,13 @@ race another thread (the watchdog) and so decides under a lock which caller owns
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Final
+from urllib.parse import quote
 
 from opentelemetry.semconv.attributes.code_attributes import CODE_STACKTRACE
 from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
@@ -28,6 +31,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import _attributes as attr
 from .._attributes import EventType, exception_attributes, finish_span, span_name
 from .._config import Config
+from .http import REDACTED, redact_path
 from .slot import NoEntry, NoSlot, SlotEntry, WorkerSlot, no_entry, no_slot
 
 _end_lock: Final = threading.Lock()
@@ -42,6 +46,36 @@ exception_left_to_gunicorn: ContextVar[BaseException | None] = ContextVar(
     "gunicorn_django_wide_events.exception_left_to_gunicorn", default=None
 )
 """An app exception already on an event, which gunicorn will answer with a 500 of its own."""
+
+
+# Shorter values are no secret worth mangling every other attribute for (a "1" would be taken
+# out of "HTTP/1.1"); url.path still shows them REDACTED.
+MIN_SCRUBBED_LENGTH: Final = 4
+
+
+def scrub_secrets(
+    secrets: tuple[str, ...],
+    attributes: dict[str, AttributeValue],
+    span_attributes: Mapping[str, AttributeValue] | None,
+) -> None:
+    """Take ``secrets`` (and their percent-encoded forms) out of every string attribute: those
+    about to be set, and those the span already has (``attributes`` override them)."""
+    forms = {form for secret in secrets if len(secret) >= MIN_SCRUBBED_LENGTH
+             for form in (secret, quote(secret, safe=""), quote(secret))}  # fmt: skip
+    if not forms:
+        return
+    pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+    merged = {**span_attributes, **attributes} if span_attributes else attributes
+    for key, value in list(merged.items()):
+        if isinstance(value, str):
+            if pattern.search(value):
+                attributes[key] = pattern.sub(REDACTED, value)
+        elif isinstance(value, (tuple, list)) and any(
+            isinstance(item, str) and pattern.search(item) for item in value
+        ):
+            attributes[key] = tuple(
+                pattern.sub(REDACTED, item) if isinstance(item, str) else item for item in value
+            )
 
 
 def thread_cpu_ms(thread_id: int) -> float | None:
@@ -59,6 +93,7 @@ class RequestEvent:
     __slots__ = (
         "attributes",
         "body_bytes",
+        "body_omitted",
         "client",
         "cpu_start_ns",
         "db_duration_ns",
@@ -73,6 +108,7 @@ class RequestEvent:
         "headers_sent",
         "method",
         "route",
+        "secrets",
         "slot",
         "span",
         "sql_in_flight",
@@ -100,10 +136,13 @@ class RequestEvent:
         self.client = client  # gunicorn's socket to the client: the watchdog may answer on it
         self.attributes: dict[str, AttributeValue] = {}
         self.route: str | None = None
+        # Values of route parameters with secret-looking names: they must not leave the process.
+        self.secrets: tuple[str, ...] = ()
         self.status_code = 0
         self.exception: BaseException | None = None
         self.finished = False
         self.body_bytes = 0
+        self.body_omitted = False  # HEAD, 1xx, 204, 304: no body bytes reach the client
         self.headers_sent = False
         self.cpu_start_ns = time.thread_time_ns()
         self.thread_id = threading.get_ident()
@@ -131,6 +170,23 @@ class RequestEvent:
             self.route = route
             self.attributes[HTTP_ROUTE] = route
         self.entry.route_resolved(route or "", view)
+
+    def redact_path_secrets(self, secrets: tuple[str, ...]) -> None:
+        """Django captured ``secrets`` from the path: ``url.path`` (on the event and on the board)
+        shows them ``REDACTED``, and ``finish`` takes them out of every other attribute."""
+        self.secrets = secrets
+        path = self.path
+        if path:
+            redacted = self.attributes[URL_PATH] = redact_path(path, secrets)
+            self.entry.path_redacted(redacted)
+
+    @property
+    def path(self) -> str:
+        """``url.path`` as the event will carry it (redacted once Django resolved the URL)."""
+        path = self.attributes.get(URL_PATH)
+        if path is None:
+            path = (getattr(self.span, "attributes", None) or {}).get(URL_PATH, "")
+        return str(path)
 
     def query_started(self, sql: object) -> None:
         """A statement starts: a timeout or a dead worker's event names it (text only)."""
@@ -171,7 +227,7 @@ class RequestEvent:
         if incomplete:
             attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
         attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
-        attributes[attr.HTTP_RESPONSE_BODY_SIZE] = self.body_bytes
+        attributes[attr.HTTP_RESPONSE_BODY_SIZE] = 0 if self.body_omitted else self.body_bytes
         self.finish(EventType.REQUEST, attributes)
         self._release_entry()
 
@@ -183,6 +239,7 @@ class RequestEvent:
     def end_rejected(self) -> None:
         """gunicorn answered the request itself (``Worker.handle_error``)."""
         self.finish(EventType.REQUEST, self.attributes)
+        self._release_entry()
 
     def time_out(self, stack: str | None, answered: bool) -> bool:
         """End the event as a timeout, from the watchdog's thread; False if already ended.
@@ -228,6 +285,8 @@ class RequestEvent:
         if self.db_query_count:
             self._add_db_attributes(attributes)
         error = self._add_error_attributes(attributes)
+        if self.secrets:
+            scrub_secrets(self.secrets, attributes, getattr(self.span, "attributes", None))
         name = span_name(self.method, self.route) if self.route is not None else None
         self.entry.ending()
         finish_span(self.span, attributes, event_type, error, name=name, end_time_ns=end_time_ns)
@@ -241,7 +300,7 @@ class RequestEvent:
 
     def describe(self) -> str:
         """The request in a few words, for a log line."""
-        path = (getattr(self.span, "attributes", None) or {}).get(URL_PATH, "")
+        path = self.path
         trace_id = self.span.get_span_context().trace_id
         return f"{self.method} {path} (trace_id {trace_id:032x})"
 

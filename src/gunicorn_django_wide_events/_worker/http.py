@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeGuard
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
 from opentelemetry.semconv.attributes.http_attributes import (
@@ -32,6 +32,9 @@ REDACTED: Final = "REDACTED"
 
 # Header values that never leave the process, whatever the capture settings say.
 ALWAYS_SANITIZED_HEADERS: Final = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+
+# The two request headers WSGI puts in the environ without the HTTP_ prefix (PEP 3333).
+UNPREFIXED_HEADERS: Final = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
 KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
@@ -89,17 +92,30 @@ def _header_matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns), re.IGNORECASE)
 
 
+class SecretNames:
+    """The one rule for what is secret: a name (query key, header, route parameter) containing
+    one of the configured fragments, case-insensitively, has its value ``REDACTED``."""
+
+    __slots__ = ("search",)
+
+    def __init__(self, fragments: Iterable[str]) -> None:
+        alternatives = "|".join(re.escape(fragment) for fragment in fragments)
+        self.search = re.compile(alternatives, re.IGNORECASE).search
+
+    def __call__(self, name: str) -> bool:
+        return self.search(name) is not None
+
+
 class QueryRedactor:
     """Replace the values of secret-looking query keys with ``REDACTED``, keeping the rest."""
 
     __slots__ = ("_secret_key",)
 
-    def __init__(self, key_fragments: Iterable[str]) -> None:
-        alternatives = "|".join(re.escape(fragment) for fragment in key_fragments)
-        self._secret_key = re.compile(alternatives, re.IGNORECASE)
+    def __init__(self, secret_names: SecretNames) -> None:
+        self._secret_key = secret_names.search
 
     def __call__(self, query: str) -> str:
-        search = self._secret_key.search
+        search = self._secret_key
         if not search(unquote_plus(query)):
             return query
         parts = []
@@ -118,14 +134,19 @@ class HttpAttributes:
         "_excluded",
         "_redact_query",
         "_sanitize",
+        "_secret_header",
+        "secret_names",
     )
 
     def __init__(self, config: Config) -> None:
-        self._redact_query = QueryRedactor(config.redact_query_keys)
+        self.secret_names = SecretNames(config.redact_query_keys)
+        self._redact_query = QueryRedactor(self.secret_names)
         self._capture_request = _header_matcher(config.capture_request_headers)
         self._capture_response = _header_matcher(config.capture_response_headers)
         sanitized = (*ALWAYS_SANITIZED_HEADERS, *config.sanitize_header_fields)
         self._sanitize = _header_matcher(sanitized)
+        # Headers follow the query keys' rule: X-CSRFToken is as secret as ?csrftoken=.
+        self._secret_header = self.secret_names.search
         self._excluded = _header_matcher(config.excluded_urls)
 
     def is_excluded(self, environ: Environ) -> bool:
@@ -225,15 +246,18 @@ class HttpAttributes:
         capture = self._capture_request
         assert capture is not None
         for key, value in environ.items():
-            if not key.startswith("HTTP_"):
+            if key.startswith("HTTP_"):
+                name = key[5:].lower().replace("_", "-")
+            elif key in UNPREFIXED_HEADERS:
+                name = UNPREFIXED_HEADERS[key]
+            else:
                 continue
-            name = key[5:].lower().replace("_", "-")
             if capture.fullmatch(name):
                 attributes[f"http.request.header.{name}"] = [self._sanitized(name, value)]
 
     def _sanitized(self, name: str, value: str) -> str:
         sanitize = self._sanitize
-        if sanitize is not None and sanitize.fullmatch(name):
+        if (sanitize is not None and sanitize.fullmatch(name)) or self._secret_header(name):
             return REDACTED
         return value[:MAX_VALUE_LENGTH]
 
@@ -247,3 +271,29 @@ def split_host(host: str) -> tuple[str, str]:
     if not name or not is_ascii_number(port):
         return host, ""
     return name, port
+
+
+def redact_path(path: str, secrets: Iterable[str]) -> str:
+    """``path`` as sent (percent-encoded), each segment holding one of ``secrets`` ``REDACTED``.
+
+    ``secrets`` are the values Django captured for route parameters with secret-looking names,
+    decoded; a value matches the whole segments it spans (``<path:key>`` spans several), else a
+    segment that contains it (``<key>.json``). One that matches nowhere (a converter that
+    rewrites its value) leaves no way to tell which part is secret: the whole path goes.
+    """
+    segments = path.split("/")
+    decoded = [unquote(segment, errors="replace") for segment in segments]
+    for secret in secrets:
+        parts = secret.split("/")
+        width = len(parts)
+        starts = [i for i in range(len(decoded) - width + 1) if decoded[i : i + width] == parts]
+        if starts:
+            for start in starts:
+                segments[start : start + width] = [REDACTED] * width
+            continue
+        containing = [i for i, text in enumerate(decoded) if secret in text]
+        if not containing:
+            return REDACTED
+        for i in containing:
+            segments[i] = REDACTED
+    return "/".join(segments)

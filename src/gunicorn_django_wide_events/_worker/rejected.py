@@ -9,12 +9,16 @@ the status code is read from the one place gunicorn sends it, ``gunicorn.util.wr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any, Final
 
+from gunicorn.http.errors import LimitRequestLine
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
 
 from .._attributes import exception_attributes
 from .._guard import never_raise
@@ -30,6 +34,24 @@ _guard: Final = never_raise("gunicorn.handle_error")
 
 # gunicorn puts the offending bytes in some messages: keep them short on the event.
 MAX_MESSAGE_LENGTH: Final = 256
+# A method is an HTTP token (RFC 9110), far shorter than this.
+_METHOD: Final = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}) ")
+
+
+def method_read_before(exc: BaseException) -> str:
+    """The method of a request line gunicorn gave up reading (414): no ``req`` is left then,
+    but the bytes it read are still in its parser's frames (``data`` or ``buf``)."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        frame_locals = tb.tb_frame.f_locals
+        for name in ("data", "buf"):
+            read = frame_locals.get(name)
+            if isinstance(read, (bytes, bytearray)):
+                match = _METHOD.match(bytes(read[:24]).lstrip(b"\r\n"))
+                if match:
+                    return match.group(1).decode("ascii")
+        tb = tb.tb_next
+    return ""
 
 
 def note_error_status(status_int: int) -> None:
@@ -54,11 +76,9 @@ def environ_of(req: Any, addr: Any) -> dict[str, Any]:
         environ["SERVER_PROTOCOL"] = f"HTTP/{version[0]}.{version[1]}"
     environ["wsgi.url_scheme"] = getattr(req, "scheme", None) or "http"
     for name, value in getattr(req, "headers", None) or ():
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if key == "HTTP_CONTENT_LENGTH":
-            environ["CONTENT_LENGTH"] = value
-        else:
-            environ[key] = value
+        key = name.upper().replace("-", "_")
+        # As in gunicorn's own environ: these two go without the HTTP_ prefix (PEP 3333).
+        environ[key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + key] = value
     return environ
 
 
@@ -99,9 +119,16 @@ class RejectedRequests:
 
     def _start(self, req: Any, addr: Any, exc: BaseException) -> RequestEvent | None:
         with _guard:
-            method, attributes = self.http.request_attributes(environ_of(req, addr))
+            environ = environ_of(req, addr)
+            if req is None and isinstance(exc, LimitRequestLine):
+                environ["REQUEST_METHOD"] = method_read_before(exc)
+            method, attributes = self.http.request_attributes(environ)
             span = self.spans.start_span(method, None, attributes)
-            event = RequestEvent(span, method, self.slot, sql_max_length=self.sql_max_length)
+            # A request gunicorn started handling: busy, and counted, like any other.
+            entry = self.slot.request_started(
+                span, method, str(attributes.get(URL_PATH, "")), str(attributes.get(URL_QUERY, ""))
+            )
+            event = RequestEvent(span, method, self.slot, entry, sql_max_length=self.sql_max_length)
             described = exception_attributes(
                 exc, stacktrace=False, message_limit=MAX_MESSAGE_LENGTH
             )

@@ -210,6 +210,12 @@ class SlotEntry:
         except Exception:
             _write_guard.report()
 
+    def path_redacted(self, path: str) -> None:
+        try:
+            self.writer.path_changed(path)
+        except Exception:
+            _write_guard.report()
+
     def sql_started(self, sql: str) -> None:
         try:
             self.writer.sql_started(sql)
@@ -250,6 +256,9 @@ class NoEntry:
     __slots__ = ()
 
     def route_resolved(self, route: str, view: str) -> None:
+        return None
+
+    def path_redacted(self, path: str) -> None:
         return None
 
     def sql_started(self, sql: str) -> None:

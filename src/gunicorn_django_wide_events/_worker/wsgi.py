@@ -29,6 +29,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _start_guard: Final = never_raise("wsgi.start")
 _finish_guard: Final = never_raise("wsgi.finish")
 _response_guard: Final = never_raise("wsgi.start_response")
+# Answers that carry no body (RFC 9110), whatever the app yields: gunicorn sends none.
+BODILESS_STATUSES: Final = frozenset({100, 101, 102, 103, 204, 304})
 
 
 class RequestScope:
@@ -60,7 +62,9 @@ class RequestScope:
         try:
             event = self.event
             code = status[:3]
-            event.status_code = int(code) if is_ascii_number(code) else 0
+            status_code = event.status_code = int(code) if is_ascii_number(code) else 0
+            if event.method == "HEAD" or status_code in BODILESS_STATUSES:
+                event.body_omitted = True  # gunicorn drops whatever body the app yields
             self.http.response_header_attributes(headers, event.attributes)
         except Exception:
             _response_guard.report()

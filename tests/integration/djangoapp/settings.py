@@ -35,6 +35,15 @@ DATABASES = {
     }
 }
 
+# The REST framework API (djangoapp.api) answers JSON only and authenticates nobody itself
+# (HeaderUserMiddleware does): no templates, sessions or user table needed.
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+}
+
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

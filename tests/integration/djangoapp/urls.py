@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from django.urls import path
-from djangoapp import views
+from django.urls import include, path
+from djangoapp import api, views
 
 urlpatterns = [
     path("ok/", views.ok, name="ok"),
@@ -23,4 +23,7 @@ urlpatterns = [
     path("crash-in-sql/", views.crash_in_sql, name="crash-in-sql"),
     path("log/", views.log_warning, name="log"),
     path("stream-stall/", views.stream_stall, name="stream-stall"),
+    # Shaped like django.contrib.auth's password-reset confirmation link.
+    path("reset/<uidb64>/<token>/", views.password_reset_confirm, name="password_reset_confirm"),
+    path("api/", include(api.router.urls)),
 ]

@@ -185,3 +185,19 @@ def log_warning(request: HttpRequest) -> HttpResponse:
 
     logging.getLogger("djangoapp").warning("a warning from the worker")
     return HttpResponse("logged", content_type="text/plain")
+
+
+def password_reset_confirm(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+    """Like Django's ``PasswordResetConfirmView``: a live token in the path, then a redirect to a
+    URL without it. ``?then=sleep`` gets stuck (a timeout), ``?then=crash`` kills the worker."""
+    then = request.GET.get("then")
+    if then == "sleep":
+        time.sleep(60)
+    elif then == "crash":
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    response = HttpResponse(status=302)
+    response["Location"] = f"/reset/{uidb64}/set-password/"
+    return response
