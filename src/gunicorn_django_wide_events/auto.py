@@ -9,7 +9,13 @@ before any worker is forked, which is exactly when this has to happen. Under
 
 from __future__ import annotations
 
-from ._instrumentor import WideEventsInstrumentor
+from ._otel_environ import otel_environ_or_exit
+
+# Before anything imports the SDK, which reads some OTEL_* values at import: its configuration
+# would only log a traceback for a bad one and go on without events.
+otel_environ_or_exit()
+
+from ._instrumentor import WideEventsInstrumentor  # noqa: E402
 
 if not WideEventsInstrumentor().is_instrumented_by_opentelemetry:
     from opentelemetry.instrumentation.auto_instrumentation import initialize
