@@ -9,4 +9,5 @@ from benchapp import views
 urlpatterns = [
     path("hello/", views.hello, name="hello"),
     path("db/", views.db, name="db"),
+    path("gc/", views.full_collection, name="gc"),
 ]

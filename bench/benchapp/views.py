@@ -1,8 +1,10 @@
-"""The two views the throughput benchmark drives."""
+"""The two views the throughput benchmark drives, and one for bench/first_request.py."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import time
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
@@ -25,6 +27,15 @@ def db(request: HttpRequest) -> HttpResponse:
         cursor.execute("SELECT id, price FROM bench_item ORDER BY id LIMIT %s", [5])
         first = cursor.fetchall()
     return HttpResponse(f"{name} {cheap} {len(first)}\n", content_type="text/plain")
+
+
+def full_collection(request: HttpRequest) -> HttpResponse:
+    """Milliseconds a full garbage collection takes in this worker now (what a gen-2 collection
+    that lands on a request costs it), and the objects it walked."""
+    started = time.perf_counter()
+    gc.collect()
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    return HttpResponse(f"{elapsed_ms:.3f} {len(gc.get_objects())}\n", content_type="text/plain")
 
 
 def create_database(path: str) -> None:

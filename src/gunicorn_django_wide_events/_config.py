@@ -60,6 +60,10 @@ WIDE_EVENTS_WIRE_ENCODER: Final = "WIDE_EVENTS_WIRE_ENCODER"
 """Encode spans for the OTLP exporters with the package's own protobuf writer (``false``: the
 exporters' stock encoder, several times slower for wide events)."""
 
+WIDE_EVENTS_GC_FREEZE: Final = "WIDE_EVENTS_GC_FREEZE"
+"""Move what the master holds into the garbage collector's permanent generation before each fork
+(``gc.freeze()``): the workers' collections never walk it, and never copy its pages."""
+
 # Standard OpenTelemetry variables this package honours for the request event.
 OTEL_CAPTURE_REQUEST_HEADERS: Final = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
 OTEL_CAPTURE_RESPONSE_HEADERS: Final = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"
@@ -222,6 +226,7 @@ SETTINGS: Final = (
     Setting(WIDE_EVENTS_LIVE_VIEW, "live_view", parse_bool),
     Setting(WIDE_EVENTS_SPOOL_SIZE, "spool_bytes", parse_spool_size),
     Setting(WIDE_EVENTS_EXIT_FLUSH_TIMEOUT, "exit_flush_timeout_s", parse_positive_seconds),
+    Setting(WIDE_EVENTS_GC_FREEZE, "gc_freeze", parse_bool),
     Setting(OTEL_CAPTURE_REQUEST_HEADERS, "capture_request_headers", parse_pattern_list),
     Setting(OTEL_CAPTURE_RESPONSE_HEADERS, "capture_response_headers", parse_pattern_list),
     Setting(OTEL_SANITIZE_HEADER_FIELDS, "sanitize_header_fields", parse_pattern_list),
@@ -248,6 +253,7 @@ class Config:
     live_view: bool = True
     spool_bytes: int = 0  # opt-in while it costs the request path more (docs/durability.md)
     exit_flush_timeout_s: float = 5.0
+    gc_freeze: bool = True
     capture_request_headers: tuple[str, ...] = ()
     capture_response_headers: tuple[str, ...] = ()
     sanitize_header_fields: tuple[str, ...] = ()

@@ -50,11 +50,11 @@ from opentelemetry.trace import (
 )
 
 from gunicorn_django_wide_events._export.exporters import (
-    EXPORT_METHOD,
     WireGrpcSpanExporter,
     WireHttpSpanExporter,
     wire_exporter_for,
 )
+from gunicorn_django_wide_events._export.wire_grpc import EXPORT_METHOD
 from tests.integration.conftest import LOOPBACK, free_port
 from tests.integration.otlp_receiver import OtlpReceiver
 

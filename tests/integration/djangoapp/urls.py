@@ -26,4 +26,5 @@ urlpatterns = [
     # Shaped like django.contrib.auth's password-reset confirmation link.
     path("reset/<uidb64>/<token>/", views.password_reset_confirm, name="password_reset_confirm"),
     path("api/", include(api.router.urls)),
+    path("process/", views.process_state, name="process"),
 ]

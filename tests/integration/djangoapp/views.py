@@ -201,3 +201,17 @@ def password_reset_confirm(request: HttpRequest, uidb64: str, token: str) -> Htt
     response = HttpResponse(status=302)
     response["Location"] = f"/reset/{uidb64}/set-password/"
     return response
+
+
+def process_state(request: HttpRequest) -> JsonResponse:
+    """What the worker inherited: objects frozen by the master, and which ``?module=`` are loaded."""
+    import gc
+    import sys
+
+    modules = request.GET.getlist("module")
+    return JsonResponse(
+        {
+            "frozen": gc.get_freeze_count(),
+            "loaded": {name: name in sys.modules for name in modules},
+        }
+    )
