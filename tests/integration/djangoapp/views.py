@@ -204,7 +204,7 @@ def password_reset_confirm(request: HttpRequest, uidb64: str, token: str) -> Htt
 
 
 def process_state(request: HttpRequest) -> JsonResponse:
-    """What the worker inherited: objects frozen by the master, and which ``?module=`` are loaded."""
+    """What the worker inherited: the objects the master froze, which ``?module=`` are loaded."""
     import gc
     import sys
 
