@@ -283,8 +283,10 @@ def watchdog_for(
     if type(worker).__module__.startswith(UNWATCHABLE_WORKER_MODULES):
         log_once(
             "watchdog.gevent",
-            "gunicorn-django-wide-events: %s workers get no timeout events (the watchdog "
-            "needs a real thread); request events work as usual",
+            "gunicorn-django-wide-events: %s workers have no watchdog (it needs a real "
+            "thread): a request that blocks the worker until gunicorn kills it for its timeout "
+            "gets its timeout event from the master, with what the board holds and no stack; "
+            "WIDE_EVENTS_REQUEST_TIMEOUT does not apply",
             type(worker).__name__,
         )
         return no_watchdog
