@@ -7,13 +7,18 @@ link: ``token`` is a live credential, ``uidb64`` is not. The token must be ``RED
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
+import threading
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import GunicornServer, StartGunicorn
 from tests.integration.events import send, the_event
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.integration.test_live_view import run, wait_for
 from tests.integration.test_timeout_events import GUNICORN_TIMEOUT, stuck_request, wait_for_log
 
 CAPTURE_ENV = {
@@ -116,6 +121,38 @@ def test_the_master_fallback_event_carries_no_token(
     assert event.attributes["wide_event.reported_by"] == "master"
     assert event.attributes["url.path"] == "/reset/MQ/REDACTED/"
     assert_nowhere(token, event)
+
+
+def test_the_live_view_shows_the_redacted_path(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """``wide-events status`` reads the board entry: route, view and path, no token."""
+    server = gunicorn_server(timeout=60, extra_args=("--graceful-timeout", "1"))
+    server.wait_for_workers(1)
+    token = new_token()
+
+    def stuck() -> None:
+        with contextlib.suppress(OSError):  # the server stops under it at the test's end
+            server.request("GET", f"/reset/MQ/{token}/?then=sleep")
+
+    threading.Thread(target=stuck, daemon=True).start()
+
+    def routed() -> tuple[str, dict[str, Any]] | None:
+        result = run("status", "--pid", str(server.pid), "--json")
+        assert result.returncode == 0, result.stderr
+        for worker in json.loads(result.stdout)["workers"]:
+            request = worker["request"]
+            if request and request["route"]:
+                return result.stdout, request
+        return None
+
+    text, request = wait_for(routed)
+    assert request["route"] == "reset/<uidb64>/<token>/"
+    assert request["path"] == "/reset/MQ/REDACTED/"
+    assert token not in text
+    plain = run("status", "--pid", str(server.pid))
+    assert plain.returncode == 0, plain.stderr
+    assert token not in plain.stdout
 
 
 def stuck_request_with_path(
