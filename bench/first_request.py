@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 from compare import Variant, start_servers
-from throughput import emit
+from harness.report import emit
 
 IDLE_FOR_S = 0.5
 BOOT_TIMEOUT_S = 60.0
