@@ -73,9 +73,11 @@ def test_a_percent_encoded_token_is_redacted_too(
     """The path is reported as sent: a token the client percent-encoded goes as well."""
     token = new_token()
     encoded = token.replace("-", "%2D")
-    event = the_event(server, receiver, send(server, f"/reset/MQ/{encoded}/"))
+    path = f"/reset/MQ/{encoded}/"
+    event = the_event(server, receiver, send(server, path, headers={"X-Original-URI": path}))
 
     assert event.attributes["url.path"] == "/reset/MQ/REDACTED/"
+    assert event.attributes["http.request.header.x-original-uri"] == ("/reset/MQ/REDACTED/",)
     assert_nowhere(token, event)
     assert_nowhere(encoded, event)
 

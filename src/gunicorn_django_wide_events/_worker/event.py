@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Final
-from urllib.parse import quote
 
 from opentelemetry.semconv.attributes.code_attributes import CODE_STACKTRACE
 from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
@@ -53,18 +52,27 @@ exception_left_to_gunicorn: ContextVar[BaseException | None] = ContextVar(
 MIN_SCRUBBED_LENGTH: Final = 4
 
 
+def encoded_either_way(secret: str) -> str:
+    """A pattern for ``secret`` with any of its characters as is or percent-encoded (a client
+    may encode even what needs no encoding: ``%2D`` for ``-``)."""
+    parts = []
+    for char in secret:
+        encoded = "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        parts.append(f"(?:{re.escape(char)}|(?i:{re.escape(encoded)}))")
+    return "".join(parts)
+
+
 def scrub_secrets(
     secrets: tuple[str, ...],
     attributes: dict[str, AttributeValue],
     span_attributes: Mapping[str, AttributeValue] | None,
 ) -> None:
-    """Take ``secrets`` (and their percent-encoded forms) out of every string attribute: those
-    about to be set, and those the span already has (``attributes`` override them)."""
-    forms = {form for secret in secrets if len(secret) >= MIN_SCRUBBED_LENGTH
-             for form in (secret, quote(secret, safe=""), quote(secret))}  # fmt: skip
-    if not forms:
+    """Take ``secrets`` (percent-encoded or not) out of every string attribute: those about to
+    be set, and those the span already has (``attributes`` override them)."""
+    kept = sorted({secret for secret in secrets if len(secret) >= MIN_SCRUBBED_LENGTH}, key=len)
+    if not kept:
         return
-    pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+    pattern = re.compile("|".join(encoded_either_way(secret) for secret in reversed(kept)))
     merged = {**span_attributes, **attributes} if span_attributes else attributes
     for key, value in list(merged.items()):
         if isinstance(value, str):
