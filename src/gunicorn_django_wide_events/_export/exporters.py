@@ -64,6 +64,7 @@ def encoded_payload(spans: Sequence[ReadableSpan]) -> bytes:
     """The request both wire exporters send: spooled bytes as they are, else ``otlp_wire``'s."""
     return spans.payload if isinstance(spans, EncodedSpans) else encode_spans(spans)
 
+
 # The stock classes by where they are defined, and their twins: nothing is imported for an
 # exporter the SDK was not configured with.
 _WIRE_EXPORTERS: Final = {
