@@ -37,6 +37,7 @@ __all__ = [
     "WireGrpcSpanExporter",
     "WireHttpSpanExporter",
     "encoded_payload",
+    "takes_encoded_spans",
     "wire_exporter_for",
 ]
 
@@ -77,6 +78,19 @@ _WIRE_EXPORTERS: Final = {
         "WireHttpSpanExporter",
     ),
 }
+
+
+_WIRE_CLASSES: Final = frozenset(
+    (f"{__package__}.{module}", name) for module, name in _WIRE_EXPORTERS.values()
+)
+
+
+def takes_encoded_spans(exporter: SpanExporter) -> bool:
+    """Whether ``exporter`` is one of the wire exporters, which send ``EncodedSpans`` (a
+    spool's) as they are; told by name, so that neither transport is imported to ask."""
+    return any(
+        (cls.__module__, cls.__qualname__) in _WIRE_CLASSES for cls in type(exporter).__mro__
+    )
 
 
 def _load(module: str, name: str) -> type[SpanExporter]:

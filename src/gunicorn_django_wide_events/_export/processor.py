@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from .._guard import log_once, never_raise
 from .._spool import Kind, Record, Spool
-from .exporters import EncodedSpans, WireGrpcSpanExporter, WireHttpSpanExporter
+from .exporters import EncodedSpans, takes_encoded_spans
 from .otlp_wire import encode_spans
 
 ExporterFactory = Callable[..., SpanExporter]
@@ -36,7 +36,6 @@ SCHEDULE_DELAY_VARIABLE: Final = "OTEL_BSP_SCHEDULE_DELAY"
 DEFAULT_SCHEDULE_DELAY_MS: Final = 5000.0
 # A request to the collector carries at most this much (gRPC's default limit is 4 MiB).
 MAX_REQUEST_BYTES: Final = 3 * 2**20
-SPOOLABLE: Final = (WireGrpcSpanExporter, WireHttpSpanExporter)
 _send_guard: Final = never_raise("spool.send")
 
 
@@ -163,7 +162,7 @@ class WorkerSpanProcessor(SpanProcessor):
         batch_size = None if BATCH_SIZE_VARIABLE in os.environ else DEFAULT_EXPORT_BATCH_SIZE
         batched = list(self._exporters)
         spooled_index = next(
-            (i for i, exporter in enumerate(batched) if isinstance(exporter, SPOOLABLE)), None
+            (i for i, exporter in enumerate(batched) if takes_encoded_spans(exporter)), None
         )
         if spool is not None and spooled_index is not None:
             spooled = batched.pop(spooled_index)

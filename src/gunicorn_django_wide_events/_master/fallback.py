@@ -39,8 +39,8 @@ from opentelemetry.trace import (
 from .. import _attributes as attr
 from .._attributes import EventType, finish_span, span_name
 from .._board import WorkerRequest
-from .._export.exporters import EncodedSpans
-from .._export.processor import SPOOLABLE, ExporterFactory, build_exporter
+from .._export.exporters import EncodedSpans, takes_encoded_spans
+from .._export.processor import ExporterFactory, build_exporter
 from .._spool import Record
 
 EXPORT_TIMEOUT_S: Final = 5.0
@@ -157,7 +157,7 @@ def export_spooled(
     count = sum(record.spans for record in records)
     for exporter_type in exporter_types:
         exporter = build_exporter(exporter_type, timeout_s)
-        if isinstance(exporter, SPOOLABLE):  # encoded requests go only where OTLP goes
+        if takes_encoded_spans(exporter):  # encoded requests go only where OTLP goes
             exporter.export(EncodedSpans(payload, count))
         exporter.shutdown()
 
