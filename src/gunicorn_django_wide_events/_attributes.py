@@ -46,6 +46,22 @@ WIDE_EVENT_EVENTS_DROPPED: Final = "wide_event.events_dropped"
 WIDE_EVENT_RESPONSE_INCOMPLETE: Final = "wide_event.response_incomplete"
 """True when the body was not sent to the end: the client went away or the app failed mid-stream."""
 
+# What the request logged (see _worker/logs.py): counted in the request's own thread only.
+WIDE_EVENT_LOG_WARNING_COUNT: Final = "wide_event.log.warning_count"
+"""WARNING records (levels from WARNING up to, not including, ERROR) made by the request."""
+WIDE_EVENT_LOG_ERROR_COUNT: Final = "wide_event.log.error_count"
+"""ERROR and CRITICAL records made by the request."""
+WIDE_EVENT_LOG_FIRST_ERROR: Final = "wide_event.log.first_error"
+"""``logger.name: template`` of the first ERROR-or-worse record: ``record.msg``, never its
+arguments (which may hold secrets, like SQL parameters)."""
+
+# Keys of the WSGI environ, not attributes: for gunicorn's --access-logformat
+# (``%({wide_events.trace_id}e)s``) and the app (``request.META``).
+ENVIRON_TRACE_ID: Final = "wide_events.trace_id"
+"""The event's trace id: 32 lowercase hex digits."""
+ENVIRON_SPAN_ID: Final = "wide_events.span_id"
+"""The event's span id: 16 lowercase hex digits."""
+
 DJANGO_VIEW: Final = "django.view"
 DJANGO_URL_NAME: Final = "django.url_name"
 DJANGO_DB_QUERY_COUNT: Final = "django.db.query_count"

@@ -11,6 +11,8 @@
   ``child_exit`` is not told (see ``_master/fallback.py``).
 - ``gunicorn.util.write_error``: the one place gunicorn writes its own error answers; the
   rejected request's event takes the status (see ``_worker/rejected.py``).
+- ``gunicorn.workers.base.default_environ``: the environ of the access log line that
+  ``Worker.handle_error`` writes for its own answers; it gets the event's ids (same module).
 
 Everything else is set through gunicorn's own hooks (``_hooks.py``).
 """
@@ -22,12 +24,13 @@ from typing import Any, Final
 
 import gunicorn.arbiter
 import gunicorn.util
+import gunicorn.workers.base
 from gunicorn.arbiter import Arbiter
 
 from ._guard import never_raise
 from ._hooks import GunicornHooks
 from ._worker.contrib_django import retire_contrib_django_spans
-from ._worker.rejected import note_error_status
+from ._worker.rejected import add_event_ids, note_error_status
 
 _CHAINED: Final = "__wide_events_chained__"
 _setup_guard: Final = never_raise("gunicorn.arbiter_setup")
@@ -67,6 +70,7 @@ def patch_gunicorn(hooks: GunicornHooks) -> None:
     original_setup = _originals["setup"] = Arbiter.setup
     original_manage_workers = _originals["manage_workers"] = Arbiter.manage_workers
     original_write_error = _originals["write_error"] = gunicorn.util.write_error
+    original_default_environ = _originals["default_environ"] = gunicorn.workers.base.default_environ
     _originals["os"] = gunicorn.arbiter.os
 
     def setup(arbiter: Arbiter, app: Any) -> None:
@@ -87,9 +91,15 @@ def patch_gunicorn(hooks: GunicornHooks) -> None:
         note_error_status(status_int)
         original_write_error(sock, status_int, reason, mesg)
 
+    def default_environ(req: Any, sock: Any, cfg: Any) -> dict[str, Any]:
+        environ: dict[str, Any] = original_default_environ(req, sock, cfg)
+        add_event_ids(environ)
+        return environ
+
     Arbiter.setup = setup
     Arbiter.manage_workers = manage_workers
     gunicorn.util.write_error = write_error
+    gunicorn.workers.base.default_environ = default_environ
     gunicorn.arbiter.os = hooks.master.exit_statuses
 
 
@@ -99,4 +109,5 @@ def unpatch_gunicorn() -> None:
     Arbiter.setup = _originals.pop("setup")
     Arbiter.manage_workers = _originals.pop("manage_workers")
     gunicorn.util.write_error = _originals.pop("write_error")
+    gunicorn.workers.base.default_environ = _originals.pop("default_environ")
     gunicorn.arbiter.os = _originals.pop("os")

@@ -23,6 +23,7 @@ from ._hooks import GunicornHooks
 from ._worker.django import instrument_django, uninstrument_django
 from ._worker.django_db import instrument_db, uninstrument_db
 from ._worker.http import SecretNames
+from ._worker.logs import instrument_logging, uninstrument_logging
 
 
 class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -59,8 +60,10 @@ class WideEventsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         patch_gunicorn(GunicornHooks(config, export))
         instrument_django(config.capture_user_id, SecretNames(config.redact_query_keys))
         instrument_db()
+        instrument_logging()
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        uninstrument_logging()
         uninstrument_db()
         uninstrument_django()
         unpatch_gunicorn()

@@ -43,7 +43,7 @@ from opentelemetry.proto.collector.trace.v1 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-__all__ = ["OtlpReceiver", "ReceivedSpan", "ReceivedSpanEvent", "to_python"]
+__all__ = ["OtlpReceiver", "ReceivedLogRecord", "ReceivedSpan", "ReceivedSpanEvent", "to_python"]
 
 LOOPBACK = "127.0.0.1"
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
@@ -158,6 +158,46 @@ def spans_from_request(
     return received
 
 
+@dataclass(frozen=True)
+class ReceivedLogRecord:
+    """One log record as it arrived, its ids in lowercase hex ("" when it carries none)."""
+
+    body: Any
+    severity_number: int
+    severity_text: str
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope_name: str
+    transport: str
+
+
+def log_records_from_request(
+    request: logs_service_pb2.ExportLogsServiceRequest, transport: str
+) -> list[ReceivedLogRecord]:
+    """Flatten an export request (resource -> scope -> log records) into records."""
+    received: list[ReceivedLogRecord] = []
+    for resource_logs in request.resource_logs:
+        resource = attributes_to_dict(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                received.append(
+                    ReceivedLogRecord(
+                        body=to_python(record.body),
+                        severity_number=int(record.severity_number),
+                        severity_text=record.severity_text,
+                        trace_id=record.trace_id.hex(),
+                        span_id=record.span_id.hex(),
+                        attributes=attributes_to_dict(record.attributes),
+                        resource=resource,
+                        scope_name=scope_logs.scope.name,
+                        transport=transport,
+                    )
+                )
+    return received
+
+
 def describe(span: ReceivedSpan) -> str:
     """One summary line per span, used in timeout messages."""
     return (
@@ -170,15 +210,16 @@ def describe(span: ReceivedSpan) -> str:
 class OtlpReceiver:
     """Receives OTLP traces, metrics and logs over gRPC and HTTP/protobuf.
 
-    Trace spans are stored (thread-safely, behind a ``threading.Condition``
-    so tests can block until data arrives instead of sleeping); metrics and
-    logs are only counted, because the package under test emits wide events
-    as spans but a misconfigured SDK might still send the others.
+    Trace spans and log records are stored (thread-safely, behind a
+    ``threading.Condition`` so tests can block until data arrives instead of
+    sleeping): the events are spans, and the app's log records must carry
+    their trace context. Metrics are only counted.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._spans: list[ReceivedSpan] = []
+        self._log_records: list[ReceivedLogRecord] = []
         self._trace_requests = 0
         self._metrics_requests = 0
         self._logs_requests = 0
@@ -319,9 +360,13 @@ class OtlpReceiver:
             self._metrics_requests += 1
             self._condition.notify_all()
 
-    def _record_logs(self) -> None:
+    def _record_logs(
+        self, request: logs_service_pb2.ExportLogsServiceRequest, transport: str
+    ) -> None:
+        records = log_records_from_request(request, transport)
         with self._condition:
             self._logs_requests += 1
+            self._log_records.extend(records)
             self._condition.notify_all()
 
     # --------------------------------------------------------------- queries
@@ -348,6 +393,33 @@ class OtlpReceiver:
         """A copy of every span received since the last ``clear()``."""
         with self._condition:
             return list(self._spans)
+
+    def log_records(self) -> list[ReceivedLogRecord]:
+        """A copy of every log record received since the last ``clear()``."""
+        with self._condition:
+            return list(self._log_records)
+
+    def wait_for_log_records(
+        self,
+        predicate: Callable[[list[ReceivedLogRecord]], bool],
+        timeout: float = 30.0,
+    ) -> list[ReceivedLogRecord]:
+        """Block until ``predicate(log_records)`` is true; return those records."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while True:
+                snapshot = list(self._log_records)
+                if predicate(snapshot):
+                    return snapshot
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+        bodies = [record.body for record in snapshot[-20:]]
+        raise AssertionError(
+            f"timed out after {timeout:.1f}s; {len(snapshot)} log record(s) received, "
+            f"the last: {bodies}"
+        )
 
     def server_spans(self) -> list[ReceivedSpan]:
         """Only the SERVER spans."""
@@ -391,6 +463,7 @@ class OtlpReceiver:
         """Forget all spans and reset the counters."""
         with self._condition:
             self._spans.clear()
+            self._log_records.clear()
             self._trace_requests = 0
             self._metrics_requests = 0
             self._logs_requests = 0
@@ -451,7 +524,7 @@ class _LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         request: logs_service_pb2.ExportLogsServiceRequest,
         context: grpc.ServicerContext,
     ) -> logs_service_pb2.ExportLogsServiceResponse:
-        self._receiver._record_logs()
+        self._receiver._record_logs(request, "grpc")
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
@@ -542,7 +615,8 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         elif path == "/v1/metrics":
             receiver._record_metrics()
         else:
-            receiver._record_logs()
+            assert isinstance(message, logs_service_pb2.ExportLogsServiceRequest)
+            receiver._record_logs(message, "http")
         self._reply(HTTPStatus.OK, response_type().SerializeToString(), PROTOBUF_CONTENT_TYPE)
 
     def do_GET(self) -> None:

@@ -16,10 +16,18 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+    OTLPLogExporter as GrpcLogExporter,
+)
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
 )
 from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+    OTLPLogExporter as HttpLogExporter,
+)
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
@@ -33,10 +41,19 @@ from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2_grpc,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from tests.integration.conftest import GunicornServer, StartGunicorn
 from tests.integration.otlp_receiver import OtlpReceiver
@@ -193,8 +210,47 @@ def test_http_errors(receiver: OtlpReceiver) -> None:
     assert receiver.trace_requests == 0
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_log_records_from_the_sdk_exporters_are_decoded(
+    receiver: OtlpReceiver, protocol: str
+) -> None:
+    """A log record sent by a real SDK log exporter arrives with its body, level and ids."""
+    exporter: LogRecordExporter = (
+        GrpcLogExporter(endpoint=receiver.grpc_endpoint, insecure=True)
+        if protocol == "grpc"
+        else HttpLogExporter(endpoint=receiver.http_endpoint + "/v1/logs")
+    )
+    provider = LoggerProvider(resource=Resource.create({"service.name": "receiver-logs"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    span_context = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False, TraceFlags(1)
+    )
+    try:
+        provider.get_logger("receiver.test").emit(
+            body="payment declined",
+            severity_number=SeverityNumber.ERROR,
+            severity_text="ERROR",
+            attributes={"otelSpanID": "b7ad6b7169203331"},
+            context=trace.set_span_in_context(NonRecordingSpan(span_context)),
+        )
+    finally:
+        provider.shutdown()
+
+    (record,) = receiver.wait_for_log_records(bool)
+    assert record.body == "payment declined"
+    assert record.severity_number == SeverityNumber.ERROR.value
+    assert record.severity_text == "ERROR"
+    assert record.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert record.span_id == "b7ad6b7169203331"
+    assert record.attributes == {"otelSpanID": "b7ad6b7169203331"}
+    assert record.resource["service.name"] == "receiver-logs"
+    assert record.scope_name == "receiver.test"
+    assert record.transport == ("grpc" if protocol == "grpc" else "http")
+    assert receiver.logs_requests == 1
+
+
 def test_metrics_and_logs_are_counted(receiver: OtlpReceiver, grpc_channel: grpc.Channel) -> None:
-    """Metrics and logs are accepted on both transports and only counted."""
+    """Metrics and (empty) logs requests are accepted on both transports and counted."""
     metrics = metrics_service_pb2.ExportMetricsServiceRequest()
     logs = logs_service_pb2.ExportLogsServiceRequest()
 

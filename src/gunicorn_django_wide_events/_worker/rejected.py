@@ -5,6 +5,13 @@ app never sees these, yet each one is a request gunicorn started handling and ge
 carrying what could be parsed. ``Worker.handle_error`` is where gunicorn writes those answers;
 the status code is read from the one place gunicorn sends it, ``gunicorn.util.write_error``
 (patched in ``_gunicorn.py`` to call ``note_error_status``).
+
+``handle_error`` writes an access log line of its own when the request line could be parsed
+(``req`` is known: headers it refuses, an app exception it answers with its 500), with an
+environ it builds itself from ``default_environ``; that call is patched to ``add_event_ids``,
+so ``%({wide_events.trace_id}e)s`` prints the ids of the event of that answer. A request line
+it cannot parse gets no access log line at all. While gunicorn answers, the rejected event is
+the current one: what gunicorn logs then (its "Invalid request" warning) counts on it.
 """
 
 from __future__ import annotations
@@ -20,17 +27,19 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
 
-from .._attributes import exception_attributes
+from .._attributes import ENVIRON_SPAN_ID, ENVIRON_TRACE_ID, exception_attributes
 from .._guard import never_raise
-from .event import RequestEvent, exception_left_to_gunicorn
+from .event import RequestEvent, current_event, exception_left_to_gunicorn
 from .http import HttpAttributes
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import SpanStarter
 
-_rejected_event: ContextVar[RequestEvent | None] = ContextVar(
-    "gunicorn_django_wide_events.rejected_event", default=None
+_answered_event: ContextVar[RequestEvent | None] = ContextVar(
+    "gunicorn_django_wide_events.answered_event", default=None
 )
+"""The event of the request gunicorn's ``handle_error`` is answering: rejected, or the app's."""
 _guard: Final = never_raise("gunicorn.handle_error")
+_environ_guard: Final = never_raise("gunicorn.default_environ")
 
 # gunicorn puts the offending bytes in some messages: keep them short on the event.
 MAX_MESSAGE_LENGTH: Final = 256
@@ -56,9 +65,18 @@ def method_read_before(exc: BaseException) -> str:
 
 def note_error_status(status_int: int) -> None:
     """gunicorn writes an error answer: the rejected request's event takes its status."""
-    event = _rejected_event.get()
-    if event is not None:
+    event = _answered_event.get()
+    if event is not None and not event.finished:  # the app's event already says 500
         event.status_code = status_int
+
+
+def add_event_ids(environ: dict[str, Any]) -> None:
+    """The environ of gunicorn's own access log line gets the answered event's ids."""
+    with _environ_guard:
+        event = _answered_event.get()
+        if event is not None:
+            environ[ENVIRON_TRACE_ID] = event.trace_id_hex
+            environ[ENVIRON_SPAN_ID] = event.span_id_hex
 
 
 def environ_of(req: Any, addr: Any) -> dict[str, Any]:
@@ -102,17 +120,24 @@ class RejectedRequests:
         self.slot = slot
 
     def __call__(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-        if exc is exception_left_to_gunicorn.get():
+        left = exception_left_to_gunicorn.get()
+        if left is not None and exc is left[0]:
             # The app raised before sending anything: its event already says 500.
             exception_left_to_gunicorn.set(None)
-            self.original(req, client, addr, exc)
+            token = _answered_event.set(left[1])
+            try:
+                self.original(req, client, addr, exc)
+            finally:
+                _answered_event.reset(token)
             return
         event = self._start(req, addr, exc)
-        token = _rejected_event.set(event)
+        token = _answered_event.set(event)
+        current_token = current_event.set(event)
         try:
             self.original(req, client, addr, exc)
         finally:
-            _rejected_event.reset(token)
+            current_event.reset(current_token)
+            _answered_event.reset(token)
             if event is not None:
                 with _guard:
                     event.end_rejected()

@@ -12,6 +12,7 @@ import os
 from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry._logs import get_logger_provider
 
 from .. import __about__
 from .._board import Board, slot_of
@@ -55,10 +56,17 @@ class WorkerSide:
             spool = self.slot.spool  # what the slot's last worker left is sent first
             if spool is not None:
                 spool.adopt()
-        update_resource = getattr(trace.get_tracer_provider(), "_update_resource", None)
-        if update_resource is not None:
+        # The logs pipeline too: the app's log records say which worker made them.
+        updates = [
+            update
+            for provider in (trace.get_tracer_provider(), get_logger_provider())
+            if (update := getattr(provider, "_update_resource", None)) is not None
+        ]
+        if updates:
             spawned_at = self.slot.spawned_at if isinstance(self.slot, WorkerSlot) else 0.0
-            update_resource(worker_resource(server, worker, slot, os.getpid(), spawned_at))
+            resource = worker_resource(server, worker, slot, os.getpid(), spawned_at)
+            for update_resource in updates:
+                update_resource(resource)
         margin_s = self.config.timeout_margin_s
         self.export.start_in_worker(
             urgent_timeout_s=max(MIN_URGENT_EXPORT_S, URGENT_SHARE_OF_MARGIN * margin_s),

@@ -15,9 +15,10 @@ from typing import Any, Final, cast
 from opentelemetry import context, trace
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
 
+from .._attributes import ENVIRON_SPAN_ID, ENVIRON_TRACE_ID
 from .._guard import never_raise
 from .event import RequestEvent, current_event, exception_left_to_gunicorn
-from .http import Environ, HttpAttributes, is_ascii_number
+from .http import HttpAttributes, is_ascii_number
 from .propagation import CallerContext
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import SpanStarter
@@ -76,7 +77,7 @@ class RequestScope:
         if exc is not None:
             # gunicorn hands it to Worker.handle_error (a 500, or the SystemExit of its abort
             # handler after a timeout event), which must not make a second event.
-            exception_left_to_gunicorn.set(exc)
+            exception_left_to_gunicorn.set((exc, self.event))
         try:
             self.event.end_response(exc, incomplete)
         except Exception:
@@ -196,7 +197,7 @@ class WideEventsMiddleware:
             return cast("Iterable[bytes]", body)
         return ResponseBody(body, scope)
 
-    def _start(self, environ: Environ, start_response: StartResponse) -> RequestScope | None:
+    def _start(self, environ: dict[str, Any], start_response: StartResponse) -> RequestScope | None:
         try:
             if self.http.is_excluded(environ):
                 return None
@@ -215,6 +216,10 @@ class WideEventsMiddleware:
                 sql_max_length=self.sql_max_length,
                 client=environ.get("gunicorn.socket"),
             )
+            # For gunicorn's --access-logformat, which can print only what gunicorn hands it
+            # (environ, headers, response), and for the app (Django's request.META).
+            environ[ENVIRON_TRACE_ID] = event.trace_id_hex
+            environ[ENVIRON_SPAN_ID] = event.span_id_hex
             return RequestScope(event, self.http, self.watchdog, start_response)
         except Exception:
             _start_guard.report()

@@ -48,14 +48,30 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # With DEBUG off Django would only mail unhandled errors to ADMINS; send them
-# to stderr instead so they end up in the gunicorn log the tests read.
+# to stderr instead so they end up in the gunicorn log the tests read. The app's
+# own records go there too, in a format that names the event they belong to
+# (fields the package puts on every record), and on to the root logger.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "formatters": {
+        "correlated": {
+            "format": (
+                "djangoapp-log %(levelname)s trace_id=%(otelTraceID)s span_id=%(otelSpanID)s "
+                "sampled=%(otelTraceSampled)s service=%(otelServiceName)s %(message)s"
+            ),
+        },
+    },
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        "correlated": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "correlated",
+        },
     },
     "loggers": {
         "django": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+        "djangoapp": {"handlers": ["correlated"], "level": "INFO"},
     },
 }

@@ -13,6 +13,7 @@ urlpatterns = [
     path("slow/", views.slow, name="slow"),
     path("stream/", views.stream, name="stream"),
     path("stream-raise/", views.stream_raise, name="stream-raise"),
+    path("stream-raise-at-once/", views.stream_raise_at_once, name="stream-raise-at-once"),
     path("attrs/", views.attrs, name="attrs"),
     path("status/<int:code>/", views.status, name="status"),
     path("echo/", views.echo, name="echo"),
@@ -22,6 +23,9 @@ urlpatterns = [
     path("crash/", views.crash, name="crash"),
     path("crash-in-sql/", views.crash_in_sql, name="crash-in-sql"),
     path("log/", views.log_warning, name="log"),
+    path("log-levels/", views.log_levels, name="log-levels"),
+    path("log-in-threads/", views.log_in_threads, name="log-in-threads"),
+    path("log-then-sleep/", views.log_then_sleep, name="log-then-sleep"),
     path("stream-stall/", views.stream_stall, name="stream-stall"),
     # Shaped like django.contrib.auth's password-reset confirmation link.
     path("reset/<uidb64>/<token>/", views.password_reset_confirm, name="password_reset_confirm"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -76,6 +79,16 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 def _chunks_then_error() -> Iterator[bytes]:
     yield STREAM_CHUNK
     raise RuntimeError("mid-stream")
+
+
+def _error_before_the_first_chunk() -> Iterator[bytes]:
+    raise RuntimeError("before the first chunk")
+    yield b"never"  # a generator, failing when gunicorn asks for its first chunk
+
+
+def stream_raise_at_once(request: HttpRequest) -> StreamingHttpResponse:
+    """Fails before anything was sent: gunicorn answers the 500 itself (``handle_error``)."""
+    return StreamingHttpResponse(_error_before_the_first_chunk(), content_type="text/plain")
 
 
 def stream_raise(request: HttpRequest) -> StreamingHttpResponse:
@@ -181,8 +194,6 @@ def stream_stall(request: HttpRequest) -> StreamingHttpResponse:
 
 def log_warning(request: HttpRequest) -> HttpResponse:
     """Logs a warning through a logger that propagates to the root (unlike ``django.*``)."""
-    import logging
-
     logging.getLogger("djangoapp").warning("a warning from the worker")
     return HttpResponse("logged", content_type="text/plain")
 
@@ -215,3 +226,45 @@ def process_state(request: HttpRequest) -> JsonResponse:
             "loaded": {name: name in sys.modules for name in modules},
         }
     )
+
+
+LOGGED_ERROR_TEMPLATE = "payment declined for card %s"
+LOGGED_CARD_NUMBER = "4242-4242-4242-4242"
+
+
+def log_levels(request: HttpRequest) -> HttpResponse:
+    """Two warnings and an error whose argument is data; an info and a debug, not counted."""
+    logger = logging.getLogger("djangoapp.payments")
+    logger.debug("debug records are not even made at this level")
+    logger.info("asking the payment provider")
+    logger.warning("the payment provider is slow")
+    logger.warning("retrying the payment provider")
+    logger.error(LOGGED_ERROR_TEMPLATE, LOGGED_CARD_NUMBER)
+    return HttpResponse("logged", content_type="text/plain")
+
+
+def log_in_threads(request: HttpRequest) -> HttpResponse:
+    """Errors logged by two other threads (one running in a copy of the request's context),
+    and one warning by the request's own thread."""
+    logger = logging.getLogger("djangoapp")
+    plain = threading.Thread(target=logger.error, args=("from a thread of the view",))
+    copied = contextvars.copy_context()
+    in_context = threading.Thread(
+        target=copied.run, args=(logger.error, "from a thread in the request's context")
+    )
+    for thread in (plain, in_context):
+        thread.start()
+        thread.join()
+    logger.warning("from the request's own thread")
+    return HttpResponse("logged", content_type="text/plain")
+
+
+def log_then_sleep(request: HttpRequest) -> HttpResponse:
+    """Logs before its deadline, sleeps ``?seconds=`` past it, and logs again after."""
+    logger = logging.getLogger("djangoapp")
+    logger.warning("before the deadline")
+    logger.error("before the deadline, for order %s", LOGGED_CARD_NUMBER)
+    time.sleep(float(request.GET.get("seconds", "3")))
+    logger.error("after the deadline")
+    logger.warning("after the deadline")
+    return HttpResponse("slept", content_type="text/plain")
