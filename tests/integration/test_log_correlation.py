@@ -8,9 +8,11 @@ both land in the gunicorn log the launcher writes, which the tests read.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +42,14 @@ LOG_FIELDS = (
     "wide_event.log.first_error",
 )
 LOG_TIMEOUT = 30.0
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_access_log_formats() -> list[str]:
+    """The ``--access-logformat`` values of the README's "Logs and the event" examples."""
+    section = README.read_text(encoding="utf-8").split("## Logs and the event", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return re.findall(r"--access-logformat(?: \\\n)?\s+'([^']+)'", section)
 
 
 def access_lines(server: GunicornServer) -> list[dict[str, str]]:
@@ -102,6 +112,31 @@ def test_access_log_line_carries_the_ids_of_its_event(
     assert event.trace_id == exchange.trace_id  # the caller's trace, the event's own span
 
 
+def test_readme_access_log_formats_print_the_event_ids(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """The README's plain and JSON formats, run as they are: the event's ids, valid JSON."""
+    plain, as_json = readme_access_log_formats()
+    server = gunicorn_server(
+        extra_args=("--access-logformat", f"plain-line {plain}\n{as_json}"),
+    )
+    event = the_event(server, receiver, send(server, "/ok/"))
+
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while f"trace_id={event.trace_id} span_id={event.span_id}" not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.05)
+    lines = server.log_text().splitlines()
+    (plain_line,) = [line for line in lines if line.startswith("plain-line ")]
+    assert plain_line.endswith(
+        f'"GET /ok/ HTTP/1.1" 200 trace_id={event.trace_id} span_id={event.span_id}'
+    )
+    (json_line,) = [json.loads(line) for line in lines if line.startswith('{"remote"')]
+    assert json_line["trace_id"] == event.trace_id
+    assert json_line["span_id"] == event.span_id
+    assert (json_line["method"], json_line["status"]) == ("GET", 200)
+
+
 def test_answer_gunicorn_writes_itself_carries_the_ids_of_its_event(
     server: GunicornServer, receiver: OtlpReceiver
 ) -> None:
@@ -124,15 +159,26 @@ def test_answer_gunicorn_writes_itself_carries_the_ids_of_its_event(
     assert event.attributes["wide_event.log.warning_count"] == 1
 
 
-def test_request_line_gunicorn_cannot_parse_gets_no_access_line(
-    server: GunicornServer, receiver: OtlpReceiver
+TOO_MANY_HEADERS = b"".join(b"X-Filler-%d: %d\r\n" % (index, index) for index in range(150))
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET /ok/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + TOO_MANY_HEADERS + b"\r\n", b"431"),
+    ],
+    ids=["request-line", "header-limit"],
+)
+def test_request_gunicorn_cannot_parse_gets_no_access_line(
+    server: GunicornServer, receiver: OtlpReceiver, raw: bytes, status: bytes
 ) -> None:
-    """gunicorn writes no access line without a request line; the event is still sent."""
-    answer, port = send_raw(server, b"GARBAGE\r\n\r\n")
+    """gunicorn writes no access line for a request it could not parse; the event is sent."""
+    answer, port = send_raw(server, raw)
     event = event_from_port(receiver, port)
     barrier(server, receiver)
 
-    assert answer.startswith(b"HTTP/1.1 400")
+    assert answer.startswith(b"HTTP/1.1 " + status)
     assert re.fullmatch(HEX32, event.trace_id)
     assert not [line for line in access_lines(server) if line["client_port"] == str(port)]
 
