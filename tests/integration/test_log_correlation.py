@@ -120,18 +120,21 @@ def test_readme_access_log_formats_print_the_event_ids(
     server = gunicorn_server(
         extra_args=("--access-logformat", f"plain-line {plain}\n{as_json}"),
     )
-    event = the_event(server, receiver, send(server, "/ok/"))
+    event = the_event(server, receiver, send(server, "/items/7/"))
 
+    ids = f"trace_id={event.trace_id} span_id={event.span_id}"
     deadline = time.monotonic() + LOG_TIMEOUT
-    while f"trace_id={event.trace_id} span_id={event.span_id}" not in server.log_text():
+    while ids not in server.log_text():
         assert time.monotonic() < deadline, server.log_text()
         time.sleep(0.05)
     lines = server.log_text().splitlines()
-    (plain_line,) = [line for line in lines if line.startswith("plain-line ")]
-    assert plain_line.endswith(
-        f'"GET /ok/ HTTP/1.1" 200 trace_id={event.trace_id} span_id={event.span_id}'
-    )
-    (json_line,) = [json.loads(line) for line in lines if line.startswith('{"remote"')]
+    (plain_line,) = [line for line in lines if line.startswith("plain-line ") and ids in line]
+    assert plain_line.endswith(f'"GET /items/7/ HTTP/1.1" 200 {ids}')
+    (json_line,) = [
+        json.loads(line)
+        for line in lines
+        if line.startswith('{"remote"') and event.trace_id in line
+    ]
     assert json_line["trace_id"] == event.trace_id
     assert json_line["span_id"] == event.span_id
     assert (json_line["method"], json_line["status"]) == ("GET", 200)
@@ -155,7 +158,8 @@ def test_answer_gunicorn_writes_itself_carries_the_ids_of_its_event(
     assert line["status"] == "400"
     assert (line["trace_id"], line["span_id"]) == (event.trace_id, event.span_id)
     # gunicorn's own "Invalid request" warning, from its error logger (which does not
-    # propagate to the root logger), was logged while it answered this request.
+    # propagate to the root logger), was logged while it answered this request (at WARNING
+    # as gunicorn 27 logs it; older releases log it at DEBUG, which is not counted).
     assert event.attributes["wide_event.log.warning_count"] == 1
 
 
