@@ -10,8 +10,9 @@ the status code is read from the one place gunicorn sends it, ``gunicorn.util.wr
 (``req`` is known: headers it refuses, an app exception it answers with its 500), with an
 environ it builds itself from ``default_environ``; that call is patched to ``add_event_ids``,
 so ``%({wide_events.trace_id}e)s`` prints the ids of the event of that answer. A request line
-it cannot parse gets no access log line at all. While gunicorn answers, the rejected event is
-the current one: what gunicorn logs then (its "Invalid request" warning) counts on it.
+it cannot parse, or headers over its limits (431, 414), get no access log line at all. While
+gunicorn answers, the rejected event is the current one: what gunicorn logs then (its "Invalid
+request" warning) counts on it.
 """
 
 from __future__ import annotations
