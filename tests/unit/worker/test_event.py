@@ -3,52 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, StatusCode
 
 from gunicorn_django_wide_events._attributes import exception_type_name
 from gunicorn_django_wide_events._worker.event import RequestEvent
-
-SQL_MAX = 2048
-
-
-@dataclass
-class Tracing:
-    """A local SDK tracer whose ended spans land in ``exporter``."""
-
-    tracer: Tracer
-    exporter: InMemorySpanExporter
-
-    def event(self, method: str = "GET", **attributes: object) -> RequestEvent:
-        """A RequestEvent around a fresh SERVER span named ``method``."""
-        span = self.tracer.start_span(method, kind=SpanKind.SERVER)
-        event = RequestEvent(span, method, sql_max_length=SQL_MAX)
-        event.attributes.update(attributes)  # type: ignore[arg-type]
-        return event
-
-    def finished(self) -> tuple[ReadableSpan, ...]:
-        return self.exporter.get_finished_spans()
-
-    def only_span(self) -> ReadableSpan:
-        spans = self.finished()
-        assert len(spans) == 1
-        return spans[0]
-
-
-@pytest.fixture
-def tracing() -> Iterator[Tracing]:
-    """A TracerProvider of this test only, never set as the global one."""
-    provider = TracerProvider(shutdown_on_exit=False)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield Tracing(provider.get_tracer(__name__), exporter)
-    provider.shutdown()
+from tests.unit.worker.tracing import Tracing
 
 
 class CustomError(Exception):

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 import pytest
 from opentelemetry import context, trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from gunicorn_django_wide_events._guard import LOGGER_NAME, forget_reports
+from gunicorn_django_wide_events._guard import LOGGER_NAME
 from gunicorn_django_wide_events._worker import logs
 from gunicorn_django_wide_events._worker.event import RequestEvent, current_event
+from tests.unit.worker.tracing import Tracing
 
 SERVICE = "shop"
+LOGGER = "tests.unit.worker.logs"
 LOG_FIELDS = (
     "wide_event.log.warning_count",
     "wide_event.log.error_count",
@@ -43,18 +42,11 @@ class KeepRecords(logging.Handler):
 
 
 @dataclass
-class Logging:
+class Logging(Tracing):
+    """The test's tracer, and a logger of its own whose records ``kept`` keeps."""
+
     logger: logging.Logger
     kept: KeepRecords
-    tracer: trace.Tracer
-    exporter: InMemorySpanExporter
-
-    def event(self) -> RequestEvent:
-        return RequestEvent(self.tracer.start_span("GET", kind=SpanKind.SERVER), "GET")
-
-    def only_span(self) -> ReadableSpan:
-        (span,) = self.exporter.get_finished_spans()
-        return span
 
     def log_fields(self) -> dict[str, object]:
         attributes = self.only_span().attributes or {}
@@ -62,23 +54,19 @@ class Logging:
 
 
 @pytest.fixture
-def logged() -> Iterator[Logging]:
+def logged(tracing: Tracing) -> Iterator[Logging]:
     previous = logging.getLogRecordFactory()
     logging.setLogRecordFactory(logs.record_factory_for(previous, SERVICE))
-    logger = logging.getLogger("tests.unit.logs")
+    logger = logging.getLogger(LOGGER)
     kept = KeepRecords()
     logger.addHandler(kept)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    provider = TracerProvider(shutdown_on_exit=False)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     try:
-        yield Logging(logger, kept, provider.get_tracer(__name__), exporter)
+        yield Logging(tracing.tracer, tracing.exporter, logger, kept)
     finally:
         logging.setLogRecordFactory(previous)
         logger.removeHandler(kept)
-        provider.shutdown()
 
 
 @contextlib.contextmanager
@@ -108,7 +96,7 @@ def test_warnings_and_errors_are_counted_by_level(logged: Logging) -> None:
     assert logged.log_fields() == {
         "wide_event.log.warning_count": 2,
         "wide_event.log.error_count": 2,
-        "wide_event.log.first_error": "tests.unit.logs: first error",
+        "wide_event.log.first_error": f"{LOGGER}: first error",
     }
 
 
@@ -120,7 +108,7 @@ def test_first_error_is_the_template_never_the_arguments(logged: Logging) -> Non
     event.finish("request")
 
     attributes = logged.only_span().attributes or {}
-    assert attributes["wide_event.log.first_error"] == "tests.unit.logs: card %s declined"
+    assert attributes["wide_event.log.first_error"] == f"{LOGGER}: card %s declined"
     assert "4242" not in repr(dict(attributes))
     assert logged.kept.records[0].getMessage() == "card 4242-4242 declined"
 
@@ -131,7 +119,7 @@ def test_message_that_is_not_a_string_is_named_by_its_type(logged: Logging) -> N
         logged.logger.error(ValueError("token=s3cr3t"))
     event.finish("request")
 
-    assert logged.log_fields()["wide_event.log.first_error"] == "tests.unit.logs: <ValueError>"
+    assert logged.log_fields()["wide_event.log.first_error"] == f"{LOGGER}: <ValueError>"
 
 
 def test_first_error_is_cut_to_its_maximum_length(logged: Logging) -> None:
@@ -142,7 +130,7 @@ def test_first_error_is_cut_to_its_maximum_length(logged: Logging) -> None:
     first_error = logged.log_fields()["wide_event.log.first_error"]
     assert isinstance(first_error, str)
     assert len(first_error) == logs.FIRST_ERROR_MAX_LENGTH
-    assert first_error.startswith("tests.unit.logs: xxx")
+    assert first_error.startswith(f"{LOGGER}: xxx")
 
 
 def test_a_request_that_logs_nothing_worth_counting_has_no_log_fields(logged: Logging) -> None:
@@ -208,7 +196,7 @@ def test_timeout_event_carries_what_was_logged_before_it(logged: Logging) -> Non
     assert logged.log_fields() == {
         "wide_event.log.warning_count": 1,
         "wide_event.log.error_count": 1,
-        "wide_event.log.first_error": "tests.unit.logs: before the deadline: %s",
+        "wide_event.log.first_error": f"{LOGGER}: before the deadline: %s",
     }
 
 
@@ -275,11 +263,11 @@ def test_format_with_the_fields_works_for_every_record(logged: Logging) -> None:
     assert inside == f"{event.trace_id_hex} {event.span_id_hex} {SERVICE} inside"
 
 
+@pytest.mark.usefixtures("fresh_reports")
 def test_a_failure_inside_the_factory_leaves_logging_working(
     logged: Logging, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The record is still made and handled; the failure is reported once."""
-    forget_reports()
     event = logged.event()
     event.log_fields = 42  # type: ignore[assignment]
     with serving(event):
