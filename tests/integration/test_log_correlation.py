@@ -12,6 +12,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from tests.integration.events import (
     wait_for_trace,
 )
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedLogRecord, ReceivedSpan
+from tests.waiting import wait_until
 
 HEX32 = "[0-9a-f]{32}"
 HEX16 = "[0-9a-f]{16}"
@@ -62,20 +64,26 @@ def access_lines(server: GunicornServer) -> list[dict[str, str]]:
     return [match.groupdict() for match in pattern.finditer(server.log_text())]
 
 
+def wait_for_log(server: GunicornServer, condition: Callable[[], bool], what: str) -> None:
+    """``wait_until`` on the gunicorn log, which the failure shows as it is by then."""
+    try:
+        wait_until(condition, timeout=LOG_TIMEOUT, what=what)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\n--- log ---\n{server.log_text()}") from None
+
+
 def wait_for_access_lines(
     server: GunicornServer, request_line: str, count: int = 1
 ) -> list[dict[str, str]]:
     """The access log lines of ``request_line``, once there are ``count`` of them."""
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
-        lines = [line for line in access_lines(server) if line["request"] == request_line]
-        if len(lines) >= count:
-            return lines
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"no access line for {request_line!r}\n--- log ---\n{server.log_text()}"
-            )
-        time.sleep(0.05)
+
+    def lines() -> list[dict[str, str]]:
+        return [line for line in access_lines(server) if line["request"] == request_line]
+
+    wait_for_log(
+        server, lambda: len(lines()) >= count, f"{count} access line(s) of {request_line!r}"
+    )
+    return lines()
 
 
 def log_fields_of(event: ReceivedSpan) -> dict[str, object]:
@@ -123,10 +131,7 @@ def test_readme_access_log_formats_print_the_event_ids(
     event = the_event(server, receiver, send(server, "/items/7/"))
 
     ids = f"trace_id={event.trace_id} span_id={event.span_id}"
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while ids not in server.log_text():
-        assert time.monotonic() < deadline, server.log_text()
-        time.sleep(0.05)
+    wait_for_log(server, lambda: ids in server.log_text(), f"a line with {ids}")
     lines = server.log_text().splitlines()
     (plain_line,) = [line for line in lines if line.startswith("plain-line ") and ids in line]
     assert plain_line.endswith(f'"GET /items/7/ HTTP/1.1" 200 {ids}')
