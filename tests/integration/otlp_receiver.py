@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -44,6 +44,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = ["OtlpReceiver", "ReceivedLogRecord", "ReceivedSpan", "ReceivedSpanEvent", "to_python"]
+
+Item = TypeVar("Item")  # what the receiver keeps: spans, log records
 
 LOOPBACK = "127.0.0.1"
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
@@ -405,16 +407,9 @@ class OtlpReceiver:
         timeout: float = 30.0,
     ) -> list[ReceivedLogRecord]:
         """Block until ``predicate(log_records)`` is true; return those records."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while True:
-                snapshot = list(self._log_records)
-                if predicate(snapshot):
-                    return snapshot
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._condition.wait(remaining)
+        met, snapshot = self._wait(self._log_records, predicate, timeout)
+        if met:
+            return snapshot
         bodies = [record.body for record in snapshot[-20:]]
         raise AssertionError(
             f"timed out after {timeout:.1f}s; {len(snapshot)} log record(s) received, "
@@ -440,17 +435,28 @@ class OtlpReceiver:
         matching export lands.  On timeout it raises ``AssertionError`` that
         lists what *did* arrive, which is usually enough to see why.
         """
+        met, snapshot = self._wait(self._spans, predicate, timeout)
+        if met:
+            return snapshot
+        raise AssertionError(self._timeout_message(snapshot, timeout))
+
+    def _wait(
+        self, received: list[Item], predicate: Callable[[list[Item]], bool], timeout: float
+    ) -> tuple[bool, list[Item]]:
+        """Wait on the condition until ``predicate`` holds for a copy of ``received``.
+
+        Returns whether it did, and the last copy it was given (for the timeout message).
+        """
         deadline = time.monotonic() + timeout
         with self._condition:
             while True:
-                snapshot = list(self._spans)
+                snapshot = list(received)
                 if predicate(snapshot):
-                    return snapshot
+                    return True, snapshot
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    break
+                    return False, snapshot
                 self._condition.wait(remaining)
-        raise AssertionError(self._timeout_message(snapshot, timeout))
 
     def wait_for_events(
         self, path: str, count: int = 1, timeout: float = 30.0
