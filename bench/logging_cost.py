@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 import timeit
 from collections.abc import Callable, Iterator
@@ -35,18 +34,14 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from machine import machine_lines
+from harness.machine import machine_lines
+from harness.report import emit
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from gunicorn_django_wide_events._attributes import ENVIRON_SPAN_ID, ENVIRON_TRACE_ID
 from gunicorn_django_wide_events._worker import logs
 from gunicorn_django_wide_events._worker.event import RequestEvent, current_event
-
-
-def emit(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 class DoNothing(logging.Handler):
