@@ -146,7 +146,8 @@ def test_gunicorn_exiting_past_its_graceful_timeout_sends_the_requests_in_flight
     assert len(slow) == 2
     for event in slow:
         assert event.attributes["wide_event.type"] == "crash"
-        assert event.attributes["error.type"] == "shutdown"
+        # gunicorn SIGKILLs them at exit: reaped first (SIGKILL) or found by on_exit (shutdown)
+        assert event.attributes["error.type"] in {"shutdown", "SIGKILL"}
         assert event.attributes["wide_event.reported_by"] == "master"
         assert event.attributes["http.route"] == "slow/"
     assert time.monotonic() - started < 15  # gunicorn's own exit is not held up
