@@ -126,6 +126,7 @@ class Spool:
             return None
         with self._lock:
             head, tail, dropped = self._read_header()
+            dropped_before = dropped
             moved: list[tuple[bytes, int, int]] = []  # precious records taken off the old end
             fits = True
             while head + self._extent(head, [m[0] for m in moved] + [payload]) - tail > (
@@ -154,7 +155,7 @@ class Spool:
                 position, head = self._write(head, payload, kind, state, spans)
             else:
                 dropped += spans
-            if dropped > self._read_header()[2]:
+            if dropped > dropped_before:
                 self.has_dropped = True
             self._write_header(head, tail, dropped)
             return position

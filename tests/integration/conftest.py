@@ -296,6 +296,47 @@ def build_environment(
     return env
 
 
+AUTO_CONFIG_LINE = "import gunicorn_django_wide_events.auto  # noqa: F401\n"
+
+
+def run_gunicorn_until_it_exits(
+    receiver: OtlpReceiver,
+    tmp_path: Path,
+    launcher: str,
+    env: Mapping[str, str | None],
+    instrument_flags: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run a gunicorn expected to stop at start-up (a bad setting), to its end.
+
+    ``launcher="instrument"`` runs it under ``opentelemetry-instrument`` (with
+    ``instrument_flags``), ``"config"`` with a config file importing ``auto``.
+    """
+    environment = build_environment(receiver, "grpc", tmp_path / "db.sqlite3", tmp_path, env)
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(AUTO_CONFIG_LINE)
+    gunicorn = [
+        str(VENV_BIN / "gunicorn"),
+        "djangoapp.wsgi",
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+        "--control-socket",
+        str(tmp_path / "gunicorn.ctl"),
+    ]
+    if launcher == "instrument":
+        command = [str(VENV_BIN / "opentelemetry-instrument"), *instrument_flags, *gunicorn]
+    else:
+        command = [*gunicorn, "-c", str(config)]
+    return subprocess.run(
+        command,
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def wait_until_listening(
     process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float
 ) -> None:

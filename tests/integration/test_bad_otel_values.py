@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (
-    VENV_BIN,
     GunicornServer,
     StartGunicorn,
-    build_environment,
-    free_port,
+    run_gunicorn_until_it_exits,
 )
 from tests.integration.events import send, the_event
 from tests.integration.otlp_receiver import OtlpReceiver
@@ -32,40 +30,6 @@ BAD_VALUES = {
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": ("5000", "expected a whole number from 1 to"),
     "OTEL_PROPAGATORS": ("w3c", "expected none or comma-separated names of installed"),
 }
-CONFIG_LINE = "import gunicorn_django_wide_events.auto  # noqa: F401\n"
-
-
-def start(
-    otlp_receiver: OtlpReceiver,
-    tmp_path: Path,
-    launcher: str,
-    env: dict[str, str | None],
-    flags: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[str]:
-    environment = build_environment(otlp_receiver, "grpc", tmp_path / "db.sqlite3", tmp_path, env)
-    config = tmp_path / "gunicorn.conf.py"
-    config.write_text(CONFIG_LINE)
-    gunicorn = [
-        str(VENV_BIN / "gunicorn"),
-        "djangoapp.wsgi",
-        "--bind",
-        f"127.0.0.1:{free_port()}",
-        "--control-socket",
-        str(tmp_path / "gunicorn.ctl"),
-    ]
-    if launcher == "instrument":
-        command = [str(VENV_BIN / "opentelemetry-instrument"), *flags, *gunicorn]
-    else:
-        command = [*gunicorn, "-c", str(config)]
-    return subprocess.run(
-        command,
-        env=environment,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def assert_stopped_with_one_line(result: subprocess.CompletedProcess[str], line: str) -> None:
@@ -92,7 +56,7 @@ def test_a_bad_otel_value_stops_start_up_with_one_clear_line(
 ) -> None:
     """Named: the variable, its value, what is accepted; gunicorn never serves."""
     value, accepted = BAD_VALUES[variable]
-    result = start(otlp_receiver, tmp_path, launcher, {variable: value})
+    result = run_gunicorn_until_it_exits(otlp_receiver, tmp_path, launcher, {variable: value})
 
     assert_stopped_with_one_line(
         result, f"gunicorn-django-wide-events: {variable}={value!r} is not valid: {accepted}"
@@ -104,7 +68,9 @@ def test_opentelemetry_instrument_itself_stops_on_an_unknown_propagator(
 ) -> None:
     """It loads the propagators while it imports, before anything of this package runs: its
     traceback, not our line, but gunicorn does not serve without events either."""
-    result = start(otlp_receiver, tmp_path, "instrument", {"OTEL_PROPAGATORS": "w3c"})
+    result = run_gunicorn_until_it_exits(
+        otlp_receiver, tmp_path, "instrument", {"OTEL_PROPAGATORS": "w3c"}
+    )
 
     assert result.returncode != 0
     assert "Propagator w3c not found" in result.stderr
@@ -114,8 +80,12 @@ def test_opentelemetry_instrument_itself_stops_on_an_unknown_propagator(
 def test_a_bad_value_given_as_a_flag_of_opentelemetry_instrument_stops_it_too(
     otlp_receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
-    result = start(
-        otlp_receiver, tmp_path, "instrument", {}, flags=("--exporter_otlp_protocol", "bogus")
+    result = run_gunicorn_until_it_exits(
+        otlp_receiver,
+        tmp_path,
+        "instrument",
+        {},
+        instrument_flags=("--exporter_otlp_protocol", "bogus"),
     )
 
     assert_stopped_with_one_line(

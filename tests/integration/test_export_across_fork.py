@@ -8,17 +8,15 @@ package works with ``--preload``, from a gunicorn config file instead of
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import (
-    VENV_BIN,
     StartGunicorn,
-    build_environment,
     free_port,
+    run_gunicorn_until_it_exits,
 )
 from tests.integration.events import send, the_event
 from tests.integration.otlp_receiver import OtlpReceiver
@@ -155,30 +153,8 @@ def test_bad_setting_stops_start_up_with_one_clear_line(
     otlp_receiver: OtlpReceiver, tmp_path: Path, launcher: str
 ) -> None:
     """An invalid value stops gunicorn before it serves, naming variable, value and choices."""
-    env = build_environment(
-        otlp_receiver,
-        "grpc",
-        tmp_path / "db.sqlite3",
-        tmp_path,
-        {"WIDE_EVENTS_CAPTURE_USER_ID": "maybe"},
-    )
-    config = tmp_path / "gunicorn.conf.py"
-    config.write_text("import gunicorn_django_wide_events.auto  # noqa: F401\n")
-    gunicorn = [
-        str(VENV_BIN / "gunicorn"),
-        "djangoapp.wsgi",
-        "--bind",
-        f"127.0.0.1:{free_port()}",
-        "--control-socket",
-        str(tmp_path / "gunicorn.ctl"),
-    ]
-    if launcher == "instrument":
-        command = [str(VENV_BIN / "opentelemetry-instrument"), *gunicorn]
-    else:
-        command = [*gunicorn, "-c", str(config)]
-
-    result = subprocess.run(
-        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    result = run_gunicorn_until_it_exits(
+        otlp_receiver, tmp_path, launcher, {"WIDE_EVENTS_CAPTURE_USER_ID": "maybe"}
     )
 
     assert result.returncode != 0

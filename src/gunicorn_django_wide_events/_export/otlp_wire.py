@@ -665,18 +665,19 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         Exception: where the stock encoder raises (a span field it cannot encode), so the
             exporter fails the batch the same way. Bad attributes are logged and dropped.
     """
-    if spans and all(
-        span.resource is spans[0].resource
-        and (span.instrumentation_scope or None) is (spans[0].instrumentation_scope or None)
+    # One resource and scope object is the common case (always so for a worker spooling one
+    # span at a time): then no grouping, and so no Resource.__hash__, which serializes the
+    # resource's attributes to JSON at every call (tens of microseconds).
+    first_resource = spans[0].resource if spans else None
+    first_scope = (spans[0].instrumentation_scope or None) if spans else None
+    if first_resource is not None and all(
+        span.resource is first_resource and (span.instrumentation_scope or None) is first_scope
         for span in spans
     ):
-        # One resource and scope object, the common case (always so for a worker spooling one
-        # span at a time): no grouping, and so no Resource.__hash__, which serializes the
-        # resource's attributes to JSON at every call (tens of microseconds).
         pieces: list[bytes] = []
         for span in spans:
             _encode_span(span, pieces)
-        return _request(spans[0].resource, [(spans[0].instrumentation_scope or None, pieces)])
+        return b"".join(_resource_spans(first_resource, [(first_scope, pieces)]))
 
     # Resource -> scope -> encoded spans, grouped by equality in first-seen order as the stock
     # encoder does. Resource.__hash__ serializes its attributes to JSON, so each distinct
@@ -703,12 +704,6 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     for resource, scopes in groups.items():
         request += _resource_spans(resource, list(scopes.items()))
     return b"".join(request)
-
-
-def _request(
-    resource: Resource, scopes: list[tuple[InstrumentationScope | None, list[bytes]]]
-) -> bytes:
-    return b"".join(_resource_spans(resource, scopes))
 
 
 def _resource_spans(
