@@ -28,6 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,6 +42,11 @@ VIEW_BYTES: Final = 128
 SQL_BYTES: Final = 1024
 MAX_ENTRIES_PER_SLOT: Final = 255  # busy[] holds the count of entries in use in one byte
 _READ_ATTEMPTS: Final = 100
+# A writer descheduled mid-write (a busy machine) keeps its counter odd for a time slice or
+# more: past the first spins a reader sleeps between attempts, about 10 ms in all, before it
+# takes the region for one a writer died in.
+_SPINS_BEFORE_SLEEPING: Final = 10
+_SLEEP_BETWEEN_ATTEMPTS_S: Final = 0.0001
 
 _HEADER: Final = struct.Struct("=III")  # capacity, entries per slot, spool bytes per slot
 # pid, started_at, gunicorn's timeout and max_requests, then timeouts and crashes counted so far
@@ -490,7 +496,9 @@ class Board:
         """
         buffer = self.buffer
         payload_at = offset + _SEQ.size
-        for _ in range(_READ_ATTEMPTS):
+        for attempt in range(_READ_ATTEMPTS):
+            if attempt >= _SPINS_BEFORE_SLEEPING:
+                time.sleep(_SLEEP_BETWEEN_ATTEMPTS_S)
             (seq,) = _SEQ.unpack_from(buffer, offset)
             if seq & 1:
                 continue

@@ -251,7 +251,7 @@ class Config:
     console_format: str = "logfmt"
     wire_encoder: bool = True
     live_view: bool = True
-    spool_bytes: int = 0  # opt-in while it costs the request path more (docs/durability.md)
+    spool_bytes: int = 512 * 1024  # per worker slot: about 250 wide events (docs/durability.md)
     exit_flush_timeout_s: float = 5.0
     gc_freeze: bool = True
     capture_request_headers: tuple[str, ...] = ()

@@ -187,8 +187,11 @@ class Spool:
         self._buffer[at + _RECORD.size : at + _RECORD.size + len(payload)] = payload
         return head, head + need
 
-    def pending(self, limit_bytes: int, *, held_too: bool = False) -> list[Record]:
-        """Records not sent yet, oldest first, up to about ``limit_bytes`` of payload.
+    def pending(
+        self, limit_bytes: int, limit_records: int | None = None, *, held_too: bool = False
+    ) -> list[Record]:
+        """Records not sent yet, oldest first, up to about ``limit_bytes`` of payload and at
+        most ``limit_records`` of them.
 
         ``held_too``: also those a thread was sending at once, when that process is gone.
         """
@@ -200,7 +203,7 @@ class Spool:
             for position, length, kind, state, spans in self._walk(head, tail):
                 if state not in wanted:
                     continue
-                if found and total + length > limit_bytes:
+                if found and (total + length > limit_bytes or len(found) == limit_records):
                     break
                 at = self._at(position) + _RECORD.size
                 found.append(Record(position, kind, spans, bytes(self._buffer[at : at + length])))

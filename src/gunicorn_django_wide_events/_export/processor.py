@@ -71,7 +71,9 @@ class SpoolSender:
     def appended(self, size: int) -> None:
         self._ended += 1
         self._ended_bytes += size
-        if self._ended >= self.batch_size or self._ended_bytes >= self._wake_at_bytes:
+        if (
+            self._ended >= self.batch_size or self._ended_bytes >= self._wake_at_bytes
+        ) and not self._wakeup.is_set():
             self._wakeup.set()
 
     def _run(self) -> None:
@@ -84,13 +86,18 @@ class SpoolSender:
                     pass
 
     def send_once(self) -> bool:
-        """Export one request's worth of pending records; True if more may be waiting."""
-        records = self.spool.pending(MAX_REQUEST_BYTES)
-        if not records:
+        """Export one batch of pending records; True if it was a full one (more may be waiting).
+
+        A pass goes on only while batches are full: under steady load, sending whatever
+        trickled in during the last export would mean an export (and a wake-up of the
+        exporter's threads) every request or two, not every batch.
+        """
+        records = self.spool.pending(MAX_REQUEST_BYTES, self.batch_size)
+        if not records or not self.send(records, self.exporter):
             return False
-        if not self.send(records, self.exporter):
-            return False
-        return len(records) > 0
+        return len(records) >= self.batch_size or (
+            sum(len(record.payload) for record in records) >= MAX_REQUEST_BYTES // 2
+        )
 
     def send(self, records: list[Record], exporter: SpanExporter) -> bool:
         """Export ``records`` (held meanwhile); mark them sent, or pending again on failure.
@@ -115,11 +122,12 @@ class SpoolSender:
     def flush(self, deadline: float) -> bool:
         """Send everything pending, until ``deadline`` (monotonic); True if nothing is left."""
         while time.monotonic() < deadline:
-            if not self.spool.pending(MAX_REQUEST_BYTES):
+            records = self.spool.pending(MAX_REQUEST_BYTES, self.batch_size)
+            if not records:
                 return True
-            if not self.send_once():
+            if not self.send(records, self.exporter):
                 time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
-        return not self.spool.pending(MAX_REQUEST_BYTES)
+        return not self.spool.pending(MAX_REQUEST_BYTES, 1)
 
     def stop(self) -> None:
         self._stopping = True

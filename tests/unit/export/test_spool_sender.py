@@ -72,6 +72,22 @@ def test_a_failed_export_leaves_the_records_pending_for_the_next_pass(
     assert sender.send_once() is False
     assert spool.pending_count() == 1
     exporter.result = SpanExportResult.SUCCESS
-    assert sender.send_once() is True
+    assert sender.send_once() is False  # delivered, and no full batch: nothing more waits
     assert spool.pending_count() == 0
     assert exporter.payloads == [b"a" * 100] * 2
+
+
+def test_a_pass_goes_on_only_while_its_batches_are_full(
+    spool: Spool, sender_of: list[SpoolSender]
+) -> None:
+    """Under steady load a pass must not chase each record that trickles in during an
+    export: what is left after a partial batch waits for the next wake-up."""
+    exporter = PayloadExporter()
+    sender = SpoolSender(spool, exporter, batch_size=4)
+    sender_of.append(sender)
+    for index in range(10):
+        spool.append(bytes([index]) * 8, 1)
+
+    assert [sender.send_once() for _ in range(3)] == [True, True, False]
+    assert [len(payload) // 8 for payload in exporter.payloads] == [4, 4, 2]
+    assert spool.pending_count() == 0
