@@ -245,6 +245,7 @@ class StartGunicorn(Protocol):
         env: Mapping[str, str | None] | None = None,
         launcher: str = "instrument",
         config_source: str = "",
+        app: str = "djangoapp.wsgi",
     ) -> GunicornServer: ...
 
 
@@ -380,7 +381,8 @@ def receiver(otlp_receiver: OtlpReceiver) -> OtlpReceiver:
 
 
 class GunicornLauncher:
-    """Starts gunicorn serving ``djangoapp.wsgi`` under ``base_dir``; ``close()`` stops all.
+    """Starts gunicorn serving ``djangoapp.wsgi`` (or ``app``, e.g. ``djangoapp.asgi`` for the
+    ASGI worker classes) under ``base_dir``; ``close()`` stops all.
 
     ``launcher="instrument"`` runs ``opentelemetry-instrument gunicorn ...``
     (zero-code instrumentation); ``launcher="config"`` runs plain gunicorn
@@ -414,6 +416,7 @@ class GunicornLauncher:
         env: Mapping[str, str | None] | None = None,
         launcher: str = "instrument",
         config_source: str = "",
+        app: str = "djangoapp.wsgi",
     ) -> GunicornServer:
         workdir = self.base_dir / f"gunicorn-{len(self.servers) + 1}"
         workdir.mkdir()
@@ -423,7 +426,7 @@ class GunicornLauncher:
         self.cleanups.append(functools.partial(shutil.rmtree, runtime_dir, ignore_errors=True))
         port = free_port()
         gunicorn_args = [
-            "djangoapp.wsgi",
+            app,
             "--bind",
             f"{LOOPBACK}:{port}",
             "-w",

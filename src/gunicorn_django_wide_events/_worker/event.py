@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from opentelemetry.semconv.attributes.code_attributes import CODE_STACKTRACE
 from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
@@ -97,6 +97,12 @@ def thread_cpu_ms(thread_id: int) -> float | None:
 
 class RequestEvent:
     """One request's wide event: a SERVER span plus the attributes gathered for it."""
+
+    # A thread serves one request at a time (sync, gthread): its CPU clock is the request's,
+    # and the records it logs are the request's. An event loop serving many requests at once
+    # (the ASGI path's event, _worker/asgi.py) says otherwise.
+    thread_cpu_is_its_own: ClassVar[bool] = True
+    logs_of_any_thread_in_its_context: ClassVar[bool] = False
 
     __slots__ = (
         "attributes",
@@ -250,7 +256,9 @@ class RequestEvent:
                 self.status_code = 500  # what gunicorn will answer
         if incomplete:
             attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
-        attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
+        if self.thread_cpu_is_its_own:
+            cpu_ns = time.thread_time_ns() - self.cpu_start_ns
+            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = cpu_ns / 1e6
         attributes[attr.HTTP_RESPONSE_BODY_SIZE] = 0 if self.body_omitted else self.body_bytes
         self.finish(EventType.REQUEST, attributes)
         self._release_entry()
@@ -280,7 +288,7 @@ class RequestEvent:
             attributes[CODE_STACKTRACE] = stack
         if self.sql_in_flight is not None:
             attributes[DB_QUERY_TEXT] = str(self.sql_in_flight)[: self.sql_max_length]
-        cpu_ms = thread_cpu_ms(self.thread_id)
+        cpu_ms = thread_cpu_ms(self.thread_id) if self.thread_cpu_is_its_own else None
         if cpu_ms is not None:
             attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - self.cpu_start_ns / 1e6, 3)
         if answered and not self.headers_sent:

@@ -10,7 +10,10 @@ miss the first and lose to the second; a filter would have to be on every logger
 
 A record counts when a logger makes it: when the logger's level lets it through, whatever its
 handlers then do with it. Only the request's own thread (or greenlet) counts: ``current_event``
-alone would also count a thread that copied the request's context.
+alone would also count a thread that copied the request's context. Under the ASGI workers the
+request's context is what tells it apart (its tasks share the event loop's thread, and Django
+runs its sync views and middleware in threads that copy that context): there, every record made
+in the request's context counts.
 
 Cost: one ``ContextVar.get`` per record outside a request, plus a look at the current span;
 inside, a comparison of thread ids and one ``dict.update``. A request that logs nothing pays
@@ -110,7 +113,9 @@ def record_factory_for(previous: RecordFactory, service_name: str) -> RecordFact
         try:
             event = get_event()
             # threading.get_ident looked up per call, as RequestEvent does: gevent patches it.
-            if event is not None and event.thread_id == threading.get_ident():
+            if event is not None and (
+                event.thread_id == threading.get_ident() or event.logs_of_any_thread_in_its_context
+            ):
                 if record.levelno >= logging.WARNING:
                     count(event, record)
                 record.__dict__.update(event.log_fields or fields_of(event, service_name))

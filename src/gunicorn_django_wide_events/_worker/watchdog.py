@@ -147,12 +147,26 @@ class Watchdog:
                             self._after_timeout(request)
                 else:
                     next_wakeup = min(next_wakeup, request.due)
+            if self._in_flight:
+                next_wakeup = min(next_wakeup, self._check_worker(now))
             self._next_wakeup = next_wakeup
             self._wakeup.wait(max(next_wakeup - time.monotonic(), 0.0))
 
+    def _check_worker(self, now: float) -> float:
+        """A check of the whole worker while requests are in flight; when to check again.
+
+        Nothing here: each request has its own deadline. An event-loop worker's watchdog
+        (``_worker/loop_watchdog.py``) looks for a blocked loop.
+        """
+        return float("inf")
+
+    def _stack_of(self, request: Watched) -> str | None:
+        """Where ``request`` is stuck: its thread's stack."""
+        return thread_stack(request.thread_id, self._trim_through)
+
     def _time_out(self, request: Watched) -> bool:
         """End ``request``'s event as a timeout, exported now; False if it had ended."""
-        stack = thread_stack(request.thread_id, self._trim_through)
+        stack = self._stack_of(request)
         processor = self._processor
         span_id = request.span_id
         if processor is not None:
@@ -203,6 +217,18 @@ def log_timeout_of(processor: WorkerSpanProcessor | None) -> Callable[[Watched],
     return lambda request: log_timeout(request, processor)
 
 
+def exit_worker(processor: WorkerSpanProcessor | None) -> None:
+    """Leave on the watchdog's terms, before gunicorn's kill: code 1, as its abort path does."""
+    if processor is not None:
+        # The requests' child spans are still queued; flush them, briefly (force_flush
+        # itself has no deadline on a dead collector).
+        flusher = threading.Thread(target=processor.force_flush, daemon=True)
+        flusher.start()
+        flusher.join(0.5)
+    logging.shutdown()
+    os._exit(TIMEOUT_EXIT_CODE)
+
+
 def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watched], None]:
     """What a sync worker does after a timeout event: answer, log one line, exit."""
 
@@ -212,14 +238,7 @@ def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watche
                 request.client.settimeout(1.0)
                 request.client.sendall(TIMEOUT_RESPONSE)
         log_timeout(request, processor)
-        if processor is not None:
-            # The request's child spans are still queued; flush them, briefly (force_flush
-            # itself has no deadline on a dead collector).
-            flusher = threading.Thread(target=processor.force_flush, daemon=True)
-            flusher.start()
-            flusher.join(0.5)
-        logging.shutdown()
-        os._exit(TIMEOUT_EXIT_CODE)
+        exit_worker(processor)
 
     return abort
 
@@ -273,6 +292,22 @@ def deadlines_for(
     return Deadlines(lambda now: now + budget, budget, sync=False)
 
 
+def timeout_and_margin(worker: Any, config: Config) -> tuple[float, float]:
+    """gunicorn's ``--timeout`` and the margin before it, kept below it (logged once)."""
+    timeout = float(worker.cfg.timeout or 0)
+    margin = config.timeout_margin_s
+    if timeout and margin >= timeout:
+        margin = timeout / 2
+        log_once(
+            "watchdog.margin",
+            "gunicorn-django-wide-events: WIDE_EVENTS_TIMEOUT_MARGIN is not below gunicorn's "
+            "timeout of %ss; using %ss",
+            timeout,
+            margin,
+        )
+    return timeout, margin
+
+
 def watchdog_for(
     worker: Any,
     config: Config,
@@ -290,17 +325,7 @@ def watchdog_for(
             type(worker).__name__,
         )
         return no_watchdog
-    timeout = float(worker.cfg.timeout or 0)
-    margin = config.timeout_margin_s
-    if timeout and margin >= timeout:
-        margin = timeout / 2
-        log_once(
-            "watchdog.margin",
-            "gunicorn-django-wide-events: WIDE_EVENTS_TIMEOUT_MARGIN is not below gunicorn's "
-            "timeout of %ss; using %ss",
-            timeout,
-            margin,
-        )
+    timeout, margin = timeout_and_margin(worker, config)
     if not timeout and not config.request_timeout_s:
         return no_watchdog  # --timeout 0 and no request timeout: nothing to watch
     watchdog = Watchdog(

@@ -2,8 +2,9 @@
 
 After fork: its board slot, its resource, its own exporters (``post_fork``); then, once
 gunicorn has loaded the app, the watchdog and the request path around the app
-(``post_worker_init``). At exit: the watchdog stops and the last spans are exported within a
-bounded time (``worker_exit``).
+(``post_worker_init``): the WSGI path, or the ASGI path for a worker serving an ASGI app
+(``_worker/asgi_worker.py`` says which). At exit: the watchdog stops and the last spans are
+exported within a bounded time (``worker_exit``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from .._config import Config
 from .._export.handover import ForkSafeExport
 from .._export.resource import worker_resource
 from .._guard import forget_reports
-from . import wsgi
+from . import asgi, wsgi
+from .asgi import WideEventsAsgiMiddleware
+from .asgi_worker import abort_in_main_thread, asgi_app_attribute
 from .http import HttpAttributes
+from .loop_watchdog import EventLoopWatch, loop_watchdog_for
 from .rejected import RejectedRequests
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import server_span_starter
@@ -74,6 +78,10 @@ class WorkerSide:
         )
 
     def post_worker_init(self, worker: Any) -> None:
+        app_attribute = asgi_app_attribute(worker)
+        if app_attribute is not None:
+            self._serve_asgi(worker, app_attribute)
+            return
         self.watchdog = watchdog_for(
             worker,
             self.config,
@@ -93,6 +101,33 @@ class WorkerSide:
         worker.handle_error = RejectedRequests(
             worker.handle_error, spans, self.http, sql_max_length, self.slot
         )
+
+    def _serve_asgi(self, worker: Any, app_attribute: str) -> None:
+        """The ASGI path around the app in ``worker.<app_attribute>``, watched by a loop
+        watchdog. gunicorn's own answers to malformed requests are written by the worker's
+        protocol, not ``handle_error``: see the README for what gets an event there."""
+        loop = EventLoopWatch()
+        self.watchdog = loop_watchdog_for(
+            worker,
+            self.config,
+            self.export.span_processor,
+            loop,
+            trim_through=(asgi.__file__,),
+        )
+        setattr(
+            worker,
+            app_attribute,
+            WideEventsAsgiMiddleware(
+                getattr(worker, app_attribute),
+                server_span_starter(TRACER_NAME, __about__.__version__),
+                http=self.http,
+                sql_max_length=self.config.sql_max_length,
+                slot=self.slot,
+                watchdog=self.watchdog,
+                loop=loop,
+            ),
+        )
+        abort_in_main_thread(worker)
 
     def worker_abort(self) -> None:
         """gunicorn's SIGABRT came before a deadline (margin too small): send the events now."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.urls import include, path
-from djangoapp import api, views
+from djangoapp import api, async_views, views
 
 urlpatterns = [
     path("ok/", views.ok, name="ok"),
@@ -31,4 +31,12 @@ urlpatterns = [
     path("reset/<uidb64>/<token>/", views.password_reset_confirm, name="password_reset_confirm"),
     path("api/", include(api.router.urls)),
     path("process/", views.process_state, name="process"),
+    path("async/ok/", async_views.async_ok, name="async-ok"),
+    path("async/attrs/", async_views.async_attrs, name="async-attrs"),
+    path("async/mixed/", async_views.async_mixed, name="async-mixed"),
+    path("async/raise/", async_views.async_raise, name="async-raise"),
+    path("async/stream/", async_views.async_stream, name="async-stream"),
+    path("async/sleep/", async_views.async_sleep, name="async-sleep"),
+    path("async/cpu/", async_views.async_cpu, name="async-cpu"),
+    path("async/blocking-sleep/", async_views.async_blocking_sleep, name="async-blocking-sleep"),
 ]
