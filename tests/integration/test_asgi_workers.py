@@ -26,7 +26,9 @@ from tests.integration.events import (
     EVENT_TIMEOUT,
     Exchange,
     barrier,
+    event_from_port,
     send,
+    send_raw,
     server_spans_of,
     the_event,
     wait_for_trace,
@@ -79,22 +81,18 @@ def worker_class(request: pytest.FixtureRequest) -> str:
 # -- one event per request, sync and async views -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("path", "route", "view", "body"),
-    [
-        ("/ok/", "ok/", "djangoapp.views.ok", b"ok"),
-        ("/async/ok/", "async/ok/", "djangoapp.async_views.async_ok", b"async ok"),
-    ],
-)
+VIEWS = {
+    "/ok/": ("ok/", "djangoapp.views.ok", b"ok"),
+    "/async/ok/": ("async/ok/", "djangoapp.async_views.async_ok", b"async ok"),
+}
+
+
+@pytest.mark.parametrize("path", list(VIEWS))
 def test_a_sync_and_an_async_view_each_make_one_event(
-    server: GunicornServer,
-    receiver: OtlpReceiver,
-    path: str,
-    route: str,
-    view: str,
-    body: bytes,
+    server: GunicornServer, receiver: OtlpReceiver, path: str
 ) -> None:
     """The same contract as under sync workers: HTTP, route, view, the board's figures."""
+    route, view, body = VIEWS[path]
     exchange = send(server, path + "?page=2", headers={"User-Agent": "asgi-tests"})
     event = the_event(server, receiver, exchange)
 
@@ -252,6 +250,57 @@ def test_a_client_going_away_mid_request_is_one_incomplete_event(
     assert gone.attributes["wide_event.response_incomplete"] is True
     assert gone.attributes["http.route"] == "async/sleep/"
     assert gone.duration_ns < 20 * 1e9
+
+
+# -- what the worker class answers itself ----------------------------------------------------
+
+
+TOO_MANY_HEADERS = b"".join(b"X-Filler-%d: %d\r\n" % (index, index) for index in range(150))
+
+
+@pytest.mark.parametrize("server", ["asgi"], indirect=True)
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414),
+        (b"GET /ok/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + TOO_MANY_HEADERS + b"\r\n", 431),
+    ],
+)
+def test_a_malformed_request_answered_by_gunicorns_asgi_worker_is_an_event(
+    server: GunicornServer, receiver: OtlpReceiver, data: bytes, status: int
+) -> None:
+    """gunicorn's own answer, written by its ASGI protocol: one event, with its status, its
+    error and the worker busy with it."""
+    answer, port = send_raw(server, data)
+    event = event_from_port(receiver, port)
+    barrier(server, receiver)
+
+    assert answer.startswith(b"HTTP/1.1 %d" % status)
+    attributes = event.attributes
+    assert attributes["wide_event.type"] == "request"
+    assert attributes["http.response.status_code"] == status
+    assert attributes["error.type"].startswith("gunicorn.")
+    assert attributes["exception.message"]
+    assert attributes["client.address"] == LOOPBACK
+    assert attributes["gunicorn.workers.busy"] >= 1
+    if status != 400:
+        assert attributes["http.request.method"] == "GET"
+    assert event_from_port(receiver, port) == event
+
+
+@pytest.mark.parametrize("server", [UVICORN], indirect=True)
+def test_a_malformed_request_answered_inside_uvicorn_gets_no_event(
+    server: GunicornServer, receiver: OtlpReceiver
+) -> None:
+    """uvicorn writes its 400 inside its own protocol classes, with no hook: no event (as the
+    README says), and nothing else goes wrong."""
+    answer, port = send_raw(server, b"GARBAGE\r\n\r\n")
+    barrier(server, receiver)
+
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert not [s for s in receiver.server_spans() if s.attributes.get("client.port") == port]
+    assert "internal error" not in server.log_text()
 
 
 # -- the board: busy, in flight, the master's fallback -----------------------------------------

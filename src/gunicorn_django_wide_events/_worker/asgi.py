@@ -106,19 +106,26 @@ class AsgiRequestEvent(RequestEvent):
 
     The loop thread's CPU clock counts every request it serves, so the event has no CPU time;
     the request's log records are those made in its context, from whichever thread (see
-    ``_worker/logs.py``). ``tasks`` holds the tasks started in the request's context, where the
-    loop cannot tell a task's context itself (Python before 3.12): the watchdog looks for the
-    request's stack there (``_worker/loop_watchdog.py``).
+    ``_worker/logs.py``). For the watchdog, which looks for where the request is
+    (``_worker/loop_watchdog.py``): ``view_task``, the task Django resolved the URL in and runs
+    the view in; ``tasks``, the tasks started in the request's context where the loop cannot
+    tell a task's context itself (Python before 3.12).
     """
 
     thread_cpu_is_its_own: ClassVar[bool] = False
     logs_of_any_thread_in_its_context: ClassVar[bool] = True
 
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "view_task")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tasks: list[asyncio.Task[Any]] | None = None
+        self.view_task: asyncio.Task[Any] | None = None
+
+    def set_route(self, route: str | None, view: str = "") -> None:
+        super().set_route(route, view)
+        if asyncio._get_running_loop() is not None:  # Django resolves in the loop: no thread
+            self.view_task = asyncio.current_task()
 
 
 class AsgiRequest:

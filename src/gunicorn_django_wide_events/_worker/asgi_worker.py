@@ -43,9 +43,14 @@ def is_asgi_app(app: Any) -> bool:
     return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
 
 
+def is_gunicorn_asgi_worker(worker: Any) -> bool:
+    """gunicorn's own ``asgi`` worker (or a subclass)."""
+    return ASGIWorker is not None and isinstance(worker, ASGIWorker)
+
+
 def asgi_app_attribute(worker: Any) -> str | None:
     """The worker's attribute holding the ASGI app it serves; None for a WSGI worker."""
-    if ASGIWorker is not None and isinstance(worker, ASGIWorker):
+    if is_gunicorn_asgi_worker(worker):
         return "asgi"
     if is_asgi_app(getattr(worker, "wsgi", None)):
         return "wsgi"

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Sequence
 from contextvars import Context
 from types import FrameType
 from typing import Any, Final
@@ -113,12 +113,18 @@ def coroutine_frames(awaitable: Any) -> list[FrameType]:
     return frames
 
 
-def format_frames(frames: Iterable[FrameType], trim_through: Collection[str]) -> str:
-    """A coroutine chain as a stack, without the leading frames of the loop's machinery."""
-    kept = list(frames)
-    while kept and kept[0].f_code.co_filename in trim_through:
-        kept.pop(0)
-    summary = traceback.StackSummary.extract((frame, frame.f_lineno) for frame in kept)
+def format_frames(frames: Sequence[FrameType], trim_through: Collection[str]) -> str:
+    """A coroutine chain as a stack, below the server's and the package's frames.
+
+    As ``thread_stack`` trims through the last frame from a file in ``trim_through``, except
+    that what the innermost frames await there (asgiref's ``sync_to_async``) stays.
+    """
+    outside = [i for i, frame in enumerate(frames) if frame.f_code.co_filename not in trim_through]
+    if outside:
+        entries = [i for i in range(outside[-1]) if frames[i].f_code.co_filename in trim_through]
+        if entries:
+            frames = frames[entries[-1] + 1 :]
+    summary = traceback.StackSummary.extract((frame, frame.f_lineno) for frame in frames)
     return "".join(summary.format())
 
 
@@ -208,8 +214,9 @@ class EventLoopWatch(LoopAttachment):
         return running is not None and any(task is running for task in self.tasks_of(event))
 
     def stack_of(self, event: AsgiRequestEvent, trim_through: Collection[str]) -> str | None:
-        """Where the request is: on the loop's thread if it blocks it, in the thread running
-        its sync code, or else in its deepest chain of awaits."""
+        """Where the request is: on the loop's thread if it blocks it; in the thread running
+        its sync code; in what the view's task awaits; or, before Django resolved the URL (or
+        after the view), in the deepest chain of awaits of its tasks."""
         tasks = self.tasks_of(event)
         running = asyncio.current_task(self.loop) if self.loop is not None else None
         if running is not None and any(task is running for task in tasks):
@@ -217,9 +224,12 @@ class EventLoopWatch(LoopAttachment):
         thread_id = thread_running_sync_code_of(event, skip=(self.thread_id, threading.get_ident()))
         if thread_id is not None:
             return thread_stack(thread_id, trim_through)
-        chains = [coroutine_frames(task.get_coro()) for task in tasks]
-        deepest = max(chains, key=len, default=[])
-        return format_frames(deepest, trim_through) if deepest else None
+        view_task = event.view_task
+        if view_task is not None and not view_task.done():
+            chain = coroutine_frames(view_task.get_coro())
+        else:
+            chain = max((coroutine_frames(task.get_coro()) for task in tasks), key=len, default=[])
+        return format_frames(chain, trim_through) if chain else None
 
 
 class LoopWatchdog(Watchdog):

@@ -138,6 +138,8 @@ class Watchdog:
             self._wakeup.clear()
             now = time.monotonic()
             next_wakeup = now + self._idle_wait_s
+            if self._in_flight:
+                next_wakeup = min(next_wakeup, self._check_worker(now))
             for request in list(self._in_flight.values()):
                 if request.due <= now:
                     with self._firing, _fire_guard:
@@ -147,8 +149,6 @@ class Watchdog:
                             self._after_timeout(request)
                 else:
                     next_wakeup = min(next_wakeup, request.due)
-            if self._in_flight:
-                next_wakeup = min(next_wakeup, self._check_worker(now))
             self._next_wakeup = next_wakeup
             self._wakeup.wait(max(next_wakeup - time.monotonic(), 0.0))
 

@@ -23,7 +23,8 @@ from .._export.resource import worker_resource
 from .._guard import forget_reports
 from . import asgi, wsgi
 from .asgi import WideEventsAsgiMiddleware
-from .asgi_worker import abort_in_main_thread, asgi_app_attribute
+from .asgi_rejected import RejectedAsgiRequests, patch_asgi_protocol
+from .asgi_worker import abort_in_main_thread, asgi_app_attribute, is_gunicorn_asgi_worker
 from .http import HttpAttributes
 from .loop_watchdog import EventLoopWatch, loop_watchdog_for
 from .rejected import RejectedRequests
@@ -104,8 +105,10 @@ class WorkerSide:
 
     def _serve_asgi(self, worker: Any, app_attribute: str) -> None:
         """The ASGI path around the app in ``worker.<app_attribute>``, watched by a loop
-        watchdog. gunicorn's own answers to malformed requests are written by the worker's
-        protocol, not ``handle_error``: see the README for what gets an event there."""
+        watchdog. The answers to malformed requests are written by the worker's protocol, not
+        ``handle_error``: gunicorn's own asgi worker lets them be seen (``asgi_rejected.py``)."""
+        spans = server_span_starter(TRACER_NAME, __about__.__version__)
+        sql_max_length = self.config.sql_max_length
         loop = EventLoopWatch()
         self.watchdog = loop_watchdog_for(
             worker,
@@ -119,14 +122,16 @@ class WorkerSide:
             app_attribute,
             WideEventsAsgiMiddleware(
                 getattr(worker, app_attribute),
-                server_span_starter(TRACER_NAME, __about__.__version__),
+                spans,
                 http=self.http,
-                sql_max_length=self.config.sql_max_length,
+                sql_max_length=sql_max_length,
                 slot=self.slot,
                 watchdog=self.watchdog,
                 loop=loop,
             ),
         )
+        if is_gunicorn_asgi_worker(worker):
+            patch_asgi_protocol(RejectedAsgiRequests(spans, self.http, sql_max_length, self.slot))
         abort_in_main_thread(worker)
 
     def worker_abort(self) -> None:
