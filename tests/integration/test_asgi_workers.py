@@ -70,7 +70,9 @@ def server(
     request: pytest.FixtureRequest, module_gunicorn_server: StartGunicorn
 ) -> Iterator[GunicornServer]:
     """A long-lived ASGI server per worker class, shared by the module's plain tests."""
-    yield start_asgi(module_gunicorn_server, request.param)
+    yield start_asgi(
+        module_gunicorn_server, request.param, env={"WIDE_EVENTS_CAPTURE_USER_ID": "true"}
+    )
 
 
 @pytest.fixture(params=WORKER_CLASSES)
@@ -149,6 +151,41 @@ def test_database_work_of_a_sync_view_is_on_its_event(
     assert event.attributes["django.db.query_count"] == 4
     assert event.attributes["django.db.duplicate_query_count"] == 1
     assert "counter" in event.attributes["django.db.slowest_query"]
+
+
+@pytest.mark.parametrize("path", ["/ok/", "/async/ok/"])
+def test_the_authenticated_user_is_on_the_event(
+    server: GunicornServer, receiver: OtlpReceiver, path: str
+) -> None:
+    """With WIDE_EVENTS_CAPTURE_USER_ID, as under sync: read once Django's middleware ran."""
+    event = the_event(server, receiver, send(server, path, headers={"X-Test-User": "42"}))
+    anonymous = the_event(server, receiver, send(server, path))
+
+    assert event.attributes["user.id"] == "42"
+    assert "user.id" not in anonymous.attributes
+
+
+@pytest.mark.parametrize(
+    ("path", "warnings", "first_error"),
+    [
+        # A sync view: Django logs from its sync_to_async thread, in the request's context.
+        ("/log-levels/", 2, "djangoapp.payments: payment declined for card %s"),
+        ("/async/log/", 1, "djangoapp.async: async payment declined for card %s"),
+        # Django's own error line for the 500, logged from another thread of the request.
+        ("/async/raise/", 0, "django.request: "),
+    ],
+)
+def test_what_a_request_logged_is_counted_on_its_event(
+    server: GunicornServer, receiver: OtlpReceiver, path: str, warnings: int, first_error: str
+) -> None:
+    """Records made in the request's context count, from its tasks and from the threads Django
+    runs its sync code in; templates only, never arguments."""
+    event = the_event(server, receiver, send(server, path))
+
+    assert event.attributes.get("wide_event.log.warning_count", 0) == warnings
+    assert event.attributes["wide_event.log.error_count"] == 1
+    assert event.attributes["wide_event.log.first_error"].startswith(first_error)
+    assert "4242" not in repr(sorted(event.attributes.items()))
 
 
 def test_fifty_concurrent_requests_each_get_their_own_event(

@@ -15,7 +15,7 @@ event from then on.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import django.core.handlers.exception
@@ -38,6 +38,9 @@ _rejection_guard: Final = never_raise("django.response_for_exception")
 
 _original_resolve_request: Callable[[BaseHandler, HttpRequest], ResolverMatch] | None = None
 _original_get_response: Callable[[BaseHandler, HttpRequest], HttpResponseBase] | None = None
+_original_get_response_async: (
+    Callable[[BaseHandler, HttpRequest], Awaitable[HttpResponseBase]] | None
+) = None
 _original_response_for_exception: Callable[[HttpRequest, Exception], HttpResponseBase] | None = None
 _secret_names: SecretNames | None = None
 # Route parameter name -> whether it looks secret: parameter names are few (the URLconf's).
@@ -122,6 +125,24 @@ def _get_response_with_user(self: BaseHandler, request: HttpRequest) -> HttpResp
     return response
 
 
+async def _get_response_async_with_user(
+    self: BaseHandler, request: HttpRequest
+) -> HttpResponseBase:
+    """The same under ASGI, where a lazy user must be awaited (``request.auser()``, Django 5+)."""
+    assert _original_get_response_async is not None
+    response = await _original_get_response_async(self, request)
+    event = current_event.get()
+    if event is not None:
+        try:
+            auser = getattr(request, "auser", None)
+            user = await auser() if auser is not None else getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                event.attributes[attr.USER_ID] = str(user.pk)
+        except Exception:
+            _user_guard.report()
+    return response
+
+
 def _on_got_request_exception(sender: object, request: object = None, **kwargs: Any) -> None:
     event = current_event.get()
     if event is None:
@@ -135,6 +156,7 @@ def _on_got_request_exception(sender: object, request: object = None, **kwargs: 
 def instrument_django(capture_user_id: bool, secret_names: SecretNames) -> None:
     global _original_resolve_request, _original_get_response  # noqa: PLW0603
     global _original_response_for_exception, _secret_names  # noqa: PLW0603
+    global _original_get_response_async  # noqa: PLW0603
     _secret_names = secret_names
     _is_secret_parameter.clear()
     if _original_resolve_request is None:
@@ -148,6 +170,8 @@ def instrument_django(capture_user_id: bool, secret_names: SecretNames) -> None:
     if capture_user_id and _original_get_response is None:
         _original_get_response = BaseHandler.get_response
         BaseHandler.get_response = _get_response_with_user
+        _original_get_response_async = BaseHandler.get_response_async
+        BaseHandler.get_response_async = _get_response_async_with_user
     got_request_exception.connect(
         _on_got_request_exception, dispatch_uid="gunicorn_django_wide_events"
     )
@@ -155,7 +179,7 @@ def instrument_django(capture_user_id: bool, secret_names: SecretNames) -> None:
 
 def uninstrument_django() -> None:
     global _original_resolve_request, _original_get_response  # noqa: PLW0603
-    global _original_response_for_exception  # noqa: PLW0603
+    global _original_response_for_exception, _original_get_response_async  # noqa: PLW0603
     if _original_resolve_request is not None:
         BaseHandler.resolve_request = _original_resolve_request
         _original_resolve_request = None
@@ -165,4 +189,7 @@ def uninstrument_django() -> None:
     if _original_get_response is not None:
         BaseHandler.get_response = _original_get_response
         _original_get_response = None
+    if _original_get_response_async is not None:
+        BaseHandler.get_response_async = _original_get_response_async
+        _original_get_response_async = None
     got_request_exception.disconnect(dispatch_uid="gunicorn_django_wide_events")

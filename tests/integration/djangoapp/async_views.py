@@ -7,6 +7,7 @@ each in a loop of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -39,6 +40,15 @@ def _count_rows(count: int) -> int:
             cursor.execute("SELECT %s", [index])
             cursor.fetchall()
     return count
+
+
+async def async_log(request: HttpRequest) -> HttpResponse:
+    """A warning and an error logged from a coroutine, the error's argument being data."""
+    logger = logging.getLogger("djangoapp.async")
+    logger.warning("the async provider is slow")
+    await asyncio.sleep(0)
+    logger.error("async payment declined for card %s", "4242-4242-4242-4242")
+    return HttpResponse("logged", content_type="text/plain")
 
 
 async def async_mixed(request: HttpRequest) -> HttpResponse:

@@ -34,6 +34,7 @@ urlpatterns = [
     path("async/ok/", async_views.async_ok, name="async-ok"),
     path("async/attrs/", async_views.async_attrs, name="async-attrs"),
     path("async/mixed/", async_views.async_mixed, name="async-mixed"),
+    path("async/log/", async_views.async_log, name="async-log"),
     path("async/raise/", async_views.async_raise, name="async-raise"),
     path("async/stream/", async_views.async_stream, name="async-stream"),
     path("async/sleep/", async_views.async_sleep, name="async-sleep"),
