@@ -52,11 +52,10 @@ _MAX_ENVIRON_KEYS: Final = 256
 
 def environ_key(name: bytes) -> str:
     """``HTTP_USER_AGENT`` for ``user-agent``, as gunicorn's WSGI environ spells it."""
-    key = _ENVIRON_KEYS.get(name)
-    if key is None:
-        key = _UNPREFIXED.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-        if len(_ENVIRON_KEYS) < _MAX_ENVIRON_KEYS:
-            _ENVIRON_KEYS[name] = key
+    lowered = bytes(name).lower()
+    key = _UNPREFIXED.get(lowered) or "HTTP_" + lowered.decode("latin-1").upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) < _MAX_ENVIRON_KEYS:
+        _ENVIRON_KEYS[name] = key
     return key
 
 
@@ -88,9 +87,10 @@ def environ_of(scope: Scope) -> dict[str, Any]:
         environ["SERVER_NAME"] = str(server[0])
         if server[1] is not None:
             environ["SERVER_PORT"] = str(server[1])
+    known = _ENVIRON_KEYS.get
     for name, value in scope.get("headers", ()):
-        key = environ_key(bytes(name).lower())
-        text = bytes(value).decode("latin-1")
+        key = known(name) or environ_key(name)
+        text = value.decode("latin-1")
         previous = environ.get(key)
         environ[key] = text if previous is None else f"{previous},{text}"
     return environ

@@ -22,7 +22,7 @@ from .._export.handover import ForkSafeExport
 from .._export.resource import worker_resource
 from .._guard import forget_reports
 from . import asgi, wsgi
-from .asgi import WideEventsAsgiMiddleware
+from .asgi import WideEventsAsgiMiddleware, no_loop_attachment
 from .asgi_rejected import RejectedAsgiRequests, patch_asgi_protocol
 from .asgi_worker import abort_in_main_thread, asgi_app_attribute, is_gunicorn_asgi_worker
 from .http import HttpAttributes
@@ -127,7 +127,8 @@ class WorkerSide:
                 sql_max_length=sql_max_length,
                 slot=self.slot,
                 watchdog=self.watchdog,
-                loop=loop,
+                # Nothing watches the loop without a watchdog (--timeout 0): no tick, no tasks.
+                loop=loop if self.watchdog is not no_watchdog else no_loop_attachment,
             ),
         )
         if is_gunicorn_asgi_worker(worker):
