@@ -6,7 +6,9 @@ Run: ``/work/venv/bin/python bench/throughput.py`` (about 5 minutes with the def
 ``wrk`` (``apt-get update && apt-get install -y wrk``) if it is missing.
 
 One run serves the same Django app (``bench/benchapp``: ``/hello/``, a hello world, and
-``/db/``, three cheap sqlite queries on a persistent connection) with ONE sync worker, three ways:
+``/db/``, three cheap sqlite queries on a persistent connection; ``/ahello/``, the hello world
+from ``async def``, on request) with ONE worker, sync unless ``--worker-class`` says otherwise,
+three ways:
 
 ``bare``
     ``gunicorn benchapp.wsgi``, no OpenTelemetry at all.
@@ -17,6 +19,12 @@ One run serves the same Django app (``bench/benchapp``: ``/hello/``, a hello wor
 ``contrib``
     ``opentelemetry-instrument`` with only ``opentelemetry-instrumentation-django``
     (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=wide_events,sqlite3``): the thin span users compare to.
+
+Another worker class is measured against the same class bare: ``--worker-class gthread
+--gunicorn-args "--threads 8"``, or an ASGI class serving ``benchapp.asgi`` with concurrency, e.g.
+``--worker-class asgi --connections 32 --views hello,ahello,db`` (or
+``uvicorn_worker.UvicornWorker``). Under an ASGI class, the ``contrib`` variant needs
+``opentelemetry-instrumentation-asgi``, which the contrib Django instrumentation uses there.
 
 The three servers run side by side on loopback ports for the whole run (an idle server costs
 nothing measurable), so every variant is measured warm. Load comes from ``wrk -t1 -c4``; each
@@ -73,7 +81,17 @@ from harness.machine import load_test_machine_lines
 from harness.profile import profile_worker
 from harness.report import emit, median
 from harness.run import Run, measured_run
-from harness.servers import DESCRIPTIONS, VARIANTS, VIEWS, Server, make_servers, start_all, stop_all
+from harness.servers import (
+    DEFAULT_VIEWS,
+    DESCRIPTIONS,
+    VARIANTS,
+    VIEWS,
+    Server,
+    make_servers,
+    serves_asgi,
+    start_all,
+    stop_all,
+)
 from harness.sink import bsp_schedule_delay_s, check_count_spans
 
 # Issue 6's targets.
@@ -224,7 +242,10 @@ def report(
     emit(
         "  cpu/req: the worker's user + system CPU time (all threads, export included) per request;"
     )
-    emit("  latency: wrk's mean, p50 and p99 per round (4 connections queue on one worker), median")
+    emit(
+        f"  latency: wrk's mean, p50 and p99 per round ({args.connections} connections on one "
+        f"{args.worker_class} worker), median"
+    )
 
     emit()
     emit("== worker CPU per request by thread (user + system, us; whole rounds, flushes included)")
@@ -341,8 +362,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--views",
         type=lambda text: text.split(","),
-        default=list(VIEWS),
-        help=f"comma-separated, of {','.join(VIEWS)} [all]",
+        default=list(DEFAULT_VIEWS),
+        help=f"comma-separated, of {','.join(VIEWS)} [{','.join(DEFAULT_VIEWS)}]",
+    )
+    parser.add_argument(
+        "--worker-class",
+        default="sync",
+        help="gunicorn's -k for every server; asgi or uvicorn_worker.UvicornWorker serve "
+        "benchapp.asgi [sync]",
+    )
+    parser.add_argument(
+        "--gunicorn-args",
+        type=shlex.split,
+        default=[],
+        help='more gunicorn options for every server, e.g. "--threads 8" [none]',
     )
     parser.add_argument(
         "--sink-delay-ms",
@@ -399,6 +432,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"unknown variant {args.profile_variant!r}")
     if args.profile and args.profile_variant not in args.variants:
         args.variants.append(args.profile_variant)
+    if serves_asgi(args.worker_class) and "contrib" in args.variants:
+        try:
+            import opentelemetry.instrumentation.asgi  # noqa: F401
+        except ImportError:
+            parser.error(
+                "the contrib variant under an ASGI worker needs opentelemetry-instrumentation-asgi "
+                "(pip install it, or leave contrib out with --variants bare,package)"
+            )
     args.server_env = parse_env(args.server_env)
     return args
 
@@ -416,9 +457,16 @@ def main(argv: Sequence[str]) -> int:
     variants = [args.profile_variant] if args.profile_only else args.variants
     with tempfile.TemporaryDirectory(prefix="wide-events-throughput-") as tmp_name:
         tmp = Path(tmp_name)
-        servers = make_servers(variants, tmp, args.sink_delay_ms / 1000, args.server_env)
+        servers = make_servers(
+            variants,
+            tmp,
+            args.sink_delay_ms / 1000,
+            args.server_env,
+            worker_class=args.worker_class,
+            gunicorn_args=args.gunicorn_args,
+        )
         emit()
-        emit("== servers (one sync worker each, started from bench/)")
+        emit(f"== servers (one {args.worker_class} worker each, started from bench/)")
         for server in servers:
             emit(f"  {server.variant:8} {DESCRIPTIONS[server.variant]}")
             emit(f"           {server.shell_command()}")

@@ -8,6 +8,7 @@ from benchapp import views
 
 urlpatterns = [
     path("hello/", views.hello, name="hello"),
+    path("ahello/", views.async_hello, name="ahello"),
     path("db/", views.db, name="db"),
     path("gc/", views.full_collection, name="gc"),
 ]

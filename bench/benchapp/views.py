@@ -1,4 +1,4 @@
-"""The two views the throughput benchmark drives, and one for bench/first_request.py."""
+"""The views the throughput benchmark drives, and one for bench/first_request.py."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ ITEMS = 100
 
 def hello(request: HttpRequest) -> HttpResponse:
     """Hello world: what the framework and the instrumentation cost, and nothing else."""
+    return HttpResponse("Hello, world!\n", content_type="text/plain")
+
+
+async def async_hello(request: HttpRequest) -> HttpResponse:
+    """Hello world from ``async def``: what an ASGI worker serves without a thread hop (Django
+    runs a sync view in a thread under ASGI)."""
     return HttpResponse("Hello, world!\n", content_type="text/plain")
 
 

@@ -1,8 +1,9 @@
-"""The benchmark app (``bench/benchapp``) served by gunicorn, one sync worker per variant.
+"""The benchmark app (``bench/benchapp``) served by gunicorn, one worker per variant.
 
 ``bare`` is gunicorn alone; ``package`` and ``contrib`` run it under ``opentelemetry-instrument``
 with this package's instrumentation or the contrib Django one, their spans going over OTLP gRPC
-to a counting sink of their own.
+to a counting sink of their own. The worker is a sync one unless told otherwise: an ASGI worker
+class (``asgi``, ``uvicorn_worker.UvicornWorker``) serves the app's ASGI entry point.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from harness import BENCH_DIR, LOOPBACK, VENV_BIN
 from harness.measure import memory
 from harness.sink import SpanSink
 
-VIEWS: Final = {"hello": "/hello/", "db": "/db/"}
+VIEWS: Final = {"hello": "/hello/", "db": "/db/", "ahello": "/ahello/"}
+DEFAULT_VIEWS: Final = ("hello", "db")
 VARIANTS: Final = ("bare", "package", "contrib")
 DESCRIPTIONS: Final = {
     "bare": "gunicorn, no OpenTelemetry",
@@ -42,6 +44,11 @@ STRIPPED_PREFIXES: Final = ("OTEL_", "WIDE_EVENTS_")
 STRIPPED_NAMES: Final = ("GUNICORN_CMD_ARGS", "DJANGO_SETTINGS_MODULE", "PYTHONPATH")
 READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 20.0
+
+
+def serves_asgi(worker_class: str) -> bool:
+    """gunicorn's own ``asgi`` worker, or uvicorn's: they serve ``benchapp.asgi``."""
+    return worker_class == "asgi" or "uvicorn" in worker_class.lower()
 
 
 def free_port() -> int:
@@ -189,9 +196,13 @@ def make_servers(
     tmp: Path,
     sink_delay_s: float,
     server_env: dict[str, str],
+    worker_class: str = "sync",
+    gunicorn_args: Sequence[str] = (),
 ) -> list[Server]:
     """One server per variant (not started yet), sharing a fresh benchmark database in
-    ``tmp``; each instrumented one with a span sink of its own."""
+    ``tmp``; each instrumented one with a span sink of its own. Every server runs one worker of
+    ``worker_class``, with ``gunicorn_args`` (``--threads 8``, ``--worker-connections 1000``)."""
+    app = "benchapp.asgi:application" if serves_asgi(worker_class) else "benchapp.wsgi:application"
     database = tmp / "bench.sqlite3"
     sys.path.insert(0, str(BENCH_DIR))
     from benchapp.views import create_database
@@ -205,11 +216,12 @@ def make_servers(
             "--workers",
             "1",
             "--worker-class",
-            "sync",
+            worker_class,
             "--bind",
             f"{LOOPBACK}:{port}",
             "--no-control-socket",
-            "benchapp.wsgi:application",
+            *gunicorn_args,
+            app,
         ]
         own = {
             "PYTHONPATH": str(BENCH_DIR),
