@@ -432,6 +432,27 @@ def test_a_request_blocking_the_loop_gets_its_timeout_event_before_gunicorn_kill
     assert send(server, "/async/ok/").status == 200
 
 
+def test_c_code_on_the_loop_letting_signals_through_reaches_worker_abort(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, worker_class: str
+) -> None:
+    """re's C loop holds the GIL (no watchdog) but checks signals: gunicorn's SIGABRT runs its
+    own abort handler, which the package put back in the main thread (uvicorn-worker would dump
+    core, gunicorn's asgi worker wait for its blocked loop): the worker sends the event."""
+    server = start_asgi(gunicorn_server, worker_class, timeout=GUNICORN_TIMEOUT)
+    (worker,) = server.wait_for_workers(1)
+    exchange = send_stuck(server, "/async/regex-storm/")
+
+    (event,) = receiver.wait_for_events("/async/regex-storm/")
+    server.wait_for_workers(1)
+    barrier(server, receiver)
+    assert exchange is None or exchange.status == 500
+    assert event.attributes["wide_event.type"] == "timeout"
+    assert "wide_event.reported_by" not in event.attributes
+    assert "re.match(" in event.attributes["code.stacktrace"]
+    wait_for_log(server, rf"Worker \(pid:{worker}\) exited with code 1")
+    assert len(receiver.events_for("/async/regex-storm/")) == 1
+
+
 @pytest.mark.parametrize(
     ("path", "in_stack"),
     [

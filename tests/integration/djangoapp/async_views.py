@@ -105,3 +105,12 @@ async def async_blocking_sleep(request: HttpRequest) -> HttpResponse:
     """Blocks the event loop with a blocking call inside ``async def`` (a classic mistake)."""
     time.sleep(float(request.GET.get("seconds", "1")))
     return HttpResponse("blocked", content_type="text/plain")
+
+
+async def async_regex_storm(request: HttpRequest) -> HttpResponse:
+    """Catastrophic backtracking on the loop's thread: re's C code holds the GIL (the watchdog
+    cannot run) but checks for signals, so gunicorn's SIGABRT gets through to a handler."""
+    import re
+
+    re.match(r"(a+)+$", "a" * 30 + "b")
+    return HttpResponse("matched", content_type="text/plain")

@@ -40,4 +40,5 @@ urlpatterns = [
     path("async/sleep/", async_views.async_sleep, name="async-sleep"),
     path("async/cpu/", async_views.async_cpu, name="async-cpu"),
     path("async/blocking-sleep/", async_views.async_blocking_sleep, name="async-blocking-sleep"),
+    path("async/regex-storm/", async_views.async_regex_storm, name="async-regex-storm"),
 ]
