@@ -14,7 +14,10 @@
 - ``gunicorn.workers.base.default_environ``: the environ of the access log line that
   ``Worker.handle_error`` writes for its own answers; it gets the event's ids (same module).
 
-Everything else is set through gunicorn's own hooks (``_hooks.py``).
+Everything else is set through gunicorn's own hooks (``_hooks.py``), in the worker after fork:
+the worker's app and ``handle_error`` (``_worker/worker.py``), and, under gunicorn's ``asgi``
+worker, ``ASGIProtocol._send_error_response`` and the SIGABRT handler (``_worker/asgi_rejected.py``,
+``_worker/asgi_worker.py``).
 """
 
 from __future__ import annotations
