@@ -10,7 +10,6 @@ gets its own deadline while the worker carries on.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -421,7 +420,10 @@ def test_a_request_blocking_the_loop_gets_its_timeout_event_before_gunicorn_kill
     assert attributes["http.route"] == path.strip("/") + "/"
     assert in_stack in attributes["code.stacktrace"]
     assert "async_views.py" in attributes["code.stacktrace"]
-    assert 1000 <= attributes["wide_event.elapsed_ms"] < GUNICORN_TIMEOUT * 1000
+    # The worker's deadline: gunicorn's heartbeat (every second under gunicorn's worker, every
+    # half --timeout under uvicorn-worker's) plus --timeout minus the margin.
+    assert 0 < attributes["wide_event.deadline_ms"] <= attributes["wide_event.elapsed_ms"]
+    assert attributes["wide_event.elapsed_ms"] < GUNICORN_TIMEOUT * 1000
     assert "wide_event.reported_by" not in attributes
     assert beside.attributes["wide_event.type"] == "timeout"
     assert "asyncio.sleep" in beside.attributes["code.stacktrace"]
@@ -496,5 +498,3 @@ def test_lifespan_passes_through_and_the_log_has_no_failure_of_ours(
 
     assert all("url.path" in span.attributes for span in receiver.server_spans())
     assert "internal error" not in server.log_text()
-    with contextlib.suppress(FileNotFoundError):
-        assert "core" not in os.listdir(server.log_path.parent)
