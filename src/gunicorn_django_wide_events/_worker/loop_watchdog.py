@@ -299,7 +299,7 @@ class LoopWatchdog(Watchdog):
                 "gunicorn-django-wide-events: the event loop has run nothing for %.1fs "
                 "(blocked by %s) and gunicorn's timeout is near: the worker exits",
                 now - self._loop.ticked_at,
-                ", ".join(blocking) or "code outside any request",
+                ", ".join(blocking) or "code outside the requests in flight",
             )
             exit_worker(self._processor)
 
