@@ -51,13 +51,17 @@ async def async_log(request: HttpRequest) -> HttpResponse:
     return HttpResponse("logged", content_type="text/plain")
 
 
+def queries_for(n: int) -> int:
+    return 1 + n % 5
+
+
 async def async_mixed(request: HttpRequest) -> HttpResponse:
-    """``?n=N``: yields to the loop, puts N on its event, runs N queries in a thread; many at
-    once must each keep their own fields, timings and SQL."""
+    """``?n=N``: yields to the loop, puts N on its event, runs ``queries_for(N)`` queries in a
+    thread; many at once must each keep their own fields, timings and SQL."""
     n = int(request.GET.get("n", "1"))
     await asyncio.sleep(0.05)
     trace.get_current_span().set_attribute("app.n", n)
-    await sync_to_async(_count_rows)(n)
+    await sync_to_async(_count_rows)(queries_for(n))
     await asyncio.sleep(0.01)
     return HttpResponse(str(n), content_type="text/plain")
 
