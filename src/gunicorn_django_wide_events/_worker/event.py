@@ -31,9 +31,11 @@ from .. import _attributes as attr
 from .._attributes import EventType, exception_attributes, finish_span, span_name
 from .._config import Config
 from .http import REDACTED, redact_path
+from .os_threads import allocate_lock
 from .slot import NoEntry, NoSlot, SlotEntry, WorkerSlot, no_entry, no_slot
 
-_end_lock: Final = threading.Lock()
+# A real lock also under gevent: the watchdog's OS thread races the request's greenlet for it.
+_end_lock: Final = allocate_lock()
 DEFAULT_SQL_MAX_LENGTH: Final = Config().sql_max_length
 
 current_event: ContextVar[RequestEvent | None] = ContextVar(
@@ -250,7 +252,7 @@ class RequestEvent:
                 self.status_code = 500  # what gunicorn will answer
         if incomplete:
             attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
-        attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
+        self._add_cpu_time(attributes)
         attributes[attr.HTTP_RESPONSE_BODY_SIZE] = 0 if self.body_omitted else self.body_bytes
         self.finish(EventType.REQUEST, attributes)
         self._release_entry()
@@ -280,9 +282,7 @@ class RequestEvent:
             attributes[CODE_STACKTRACE] = stack
         if self.sql_in_flight is not None:
             attributes[DB_QUERY_TEXT] = str(self.sql_in_flight)[: self.sql_max_length]
-        cpu_ms = thread_cpu_ms(self.thread_id)
-        if cpu_ms is not None:
-            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - self.cpu_start_ns / 1e6, 3)
+        self._add_cpu_time_so_far(attributes)
         if answered and not self.headers_sent:
             attributes[HTTP_RESPONSE_STATUS_CODE] = 500
         if not self.finish(EventType.TIMEOUT, attributes):
@@ -317,6 +317,16 @@ class RequestEvent:
         self.entry.ending()
         finish_span(self.span, attributes, event_type, error, name=name, end_time_ns=end_time_ns)
         return True
+
+    def _add_cpu_time(self, attributes: dict[str, AttributeValue]) -> None:
+        """The request's CPU time, read in its own thread as it ends."""
+        attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
+
+    def _add_cpu_time_so_far(self, attributes: dict[str, AttributeValue]) -> None:
+        """The request's CPU time until now, read from another thread (the watchdog's)."""
+        cpu_ms = thread_cpu_ms(self.thread_id)
+        if cpu_ms is not None:
+            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - self.cpu_start_ns / 1e6, 3)
 
     # -- what the event says -------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from .._export.handover import ForkSafeExport
 from .._export.resource import worker_resource
 from .._guard import forget_reports
 from . import wsgi
+from .event import RequestEvent
+from .greenlets import GreenletRequestEvent, adapt_to_gevent_patches, serves_greenlets
 from .http import HttpAttributes
 from .rejected import RejectedRequests
 from .slot import NoSlot, WorkerSlot, no_slot
@@ -80,6 +82,10 @@ class WorkerSide:
             self.export.span_processor,
             trim_through=(wsgi.__file__,),
         )
+        event_class = RequestEvent
+        if serves_greenlets(worker):
+            adapt_to_gevent_patches()
+            event_class = GreenletRequestEvent
         spans = server_span_starter(TRACER_NAME, __about__.__version__)
         sql_max_length = self.config.sql_max_length
         worker.wsgi = WideEventsMiddleware(
@@ -89,6 +95,7 @@ class WorkerSide:
             sql_max_length=sql_max_length,
             slot=self.slot,
             watchdog=self.watchdog,
+            event_class=event_class,
         )
         worker.handle_error = RejectedRequests(
             worker.handle_error, spans, self.http, sql_max_length, self.slot

@@ -31,4 +31,7 @@ urlpatterns = [
     path("reset/<uidb64>/<token>/", views.password_reset_confirm, name="password_reset_confirm"),
     path("api/", include(api.router.urls)),
     path("process/", views.process_state, name="process"),
+    path("interleaved/", views.interleaved, name="interleaved"),
+    path("cpu-loop/", views.cpu_loop, name="cpu-loop"),
+    path("blocking-sleep/", views.blocking_sleep, name="blocking-sleep"),
 ]
