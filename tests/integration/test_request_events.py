@@ -1,8 +1,9 @@
 """The request event: one SERVER span per request, carrying the contract's attributes.
 
 Each test runs against every combination of OTLP protocol and worker class (sync, gthread,
-gevent), each served by one real gunicorn worker process under ``opentelemetry-instrument`` (with the contrib Django
-and sqlite3 instrumentations installed and active, as ``opentelemetry-bootstrap`` leaves them).
+gevent), each served by one real gunicorn worker process under ``opentelemetry-instrument``
+(with the contrib Django and sqlite3 instrumentations installed and active, as
+``opentelemetry-bootstrap`` leaves them).
 """
 
 from __future__ import annotations

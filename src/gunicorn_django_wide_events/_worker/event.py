@@ -30,8 +30,8 @@ from opentelemetry.util.types import AttributeValue
 from .. import _attributes as attr
 from .._attributes import EventType, exception_attributes, finish_span, span_name
 from .._config import Config
+from .._os_threads import allocate_lock
 from .http import REDACTED, redact_path
-from .os_threads import allocate_lock
 from .slot import NoEntry, NoSlot, SlotEntry, WorkerSlot, no_entry, no_slot
 
 # A real lock also under gevent: the watchdog's OS thread races the request's greenlet for it.

@@ -20,10 +20,9 @@ This module imports ``greenlet`` only when a gevent worker builds its watchdog.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import importlib
 import sys
-import threading
 from collections.abc import Callable, Collection
 from typing import Any, Final
 
@@ -33,8 +32,8 @@ from opentelemetry.util.types import AttributeValue
 
 from .._export.processor import WorkerSpanProcessor
 from .._guard import never_raise
+from .._os_threads import get_ident, let_earlier_threads_end_quietly
 from .event import RequestEvent
-from .os_threads import get_ident
 from .watchdog import (
     GREENLET_WORKER_MODULES,
     Deadlines,
@@ -55,25 +54,6 @@ def serves_greenlets(worker: Any) -> bool:
     return is_worker_of(worker, GREENLET_WORKER_MODULES)
 
 
-def _delete_by_os_ident(thread: threading.Thread) -> None:
-    registry: Any = threading
-    with registry._active_limbo_lock:
-        registry._active.pop(thread.ident, None)
-
-
-def let_earlier_threads_end_quietly() -> None:
-    """Threads started before gevent patched ``threading`` (the export threads, which
-    ``post_fork`` starts) would end with a ``KeyError`` printed in the log, the worker's exit
-    included: ``Thread._delete`` looks the thread up under the patched ``get_ident``, which
-    names a greenlet. Each looks itself up under the id it was registered with instead.
-    """
-    registry: Any = threading
-    main = threading.main_thread()
-    for thread in list(registry._active.values()):
-        if thread is not main and not isinstance(thread, registry._DummyThread):
-            thread._delete = functools.partial(_delete_by_os_ident, thread)
-
-
 def keep_database_connections_per_greenlet() -> None:
     """Give Django's connections storage made after gevent patched ``threading``.
 
@@ -81,12 +61,17 @@ def keep_database_connections_per_greenlet() -> None:
     a real thread-local, which every greenlet of the hub's thread shares. Concurrent requests
     would take each other's connection, which Django refuses ("DatabaseWrapper objects created
     in a thread can only be used in that same thread"). Made now, it is greenlet-local, as in a
-    gevent worker that imports Django only once patched. Whatever loading the app opened in
-    the old one is closed first.
+    gevent worker that imports Django only once patched. A connection already open in the old
+    one (by the master under ``--preload``, or while the app loaded) is closed, as Django's
+    first request would close it in a sync worker.
     """
     handler: Any = connections
-    handler.close_all()
+    inherited = handler.all(initialized_only=True)
     handler._connections = Local(handler.thread_critical)
+    for connection in inherited:
+        with contextlib.suppress(Exception):
+            connection.inc_thread_sharing()  # made in another thread: the master's, or before
+            connection.close()
 
 
 def adapt_to_gevent_patches() -> None:

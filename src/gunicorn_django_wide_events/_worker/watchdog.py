@@ -15,7 +15,7 @@ its deadline, its thread, whether anything was sent, and how to end it as a time
 The thread sleeps until the earliest deadline; registering a request is a dict assignment and
 wakes it only when the new deadline is earlier than the planned wake-up, which a fixed timeout
 never is. It is a real OS thread, with real locks, also where gevent patched ``threading``
-(``os_threads.py``).
+(``_os_threads.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gunicorn.workers.sync import SyncWorker
 from .._config import Config
 from .._export.processor import WorkerSpanProcessor
 from .._guard import log_once, logger, never_raise
-from .os_threads import Wakeup, allocate_lock, run_for_at_most, start_thread
+from .._os_threads import Wakeup, allocate_lock, run_for_at_most, start_thread
 
 # How a sync worker leaves after its timeout event: not gunicorn's 3 (boot error) or 4 (app load
 # error), which stop the whole server, but the 1 of gunicorn's own abort path.

@@ -1,11 +1,12 @@
-"""Real OS threads and locks, in a worker gevent monkey-patched too.
+"""Real OS threads and locks, in a process gevent monkey-patched too.
 
 gunicorn's gevent worker patches ``threading``, ``_thread`` and ``time`` as it starts (after
-``post_fork``, before ``post_worker_init``). From then on a ``threading.Thread`` is a greenlet,
-which cannot run while a request holds the hub, exactly when the watchdog must; and a patched
-lock or event is meant for greenlets of one thread, not for a thread racing them. So what the
-watchdog and the event's ending share comes from here: gevent's saved originals once gevent is
-imported, the standard library's own otherwise (the same objects, as nothing patched them).
+``post_fork``, before ``post_worker_init``); a gunicorn config file may patch the master too.
+From then on a ``threading.Thread`` is a greenlet, which cannot run while a request holds the
+hub, exactly when the watchdog must; and a patched lock or event is meant for greenlets of one
+thread, not for a thread racing them. So what the watchdog and the event's ending share comes
+from here: gevent's saved originals once gevent is imported, the standard library's own
+otherwise (the same objects, as nothing patched them).
 
 A lock from here is held for a few bytecodes at a time, never across a greenlet switch: a
 greenlet that waited on one held by another greenlet would block its whole thread.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import functools
 import importlib
 import sys
 import threading
@@ -94,3 +96,25 @@ class Wakeup:
             return False
         self.set()
         return True
+
+
+def _delete_by_os_ident(thread: threading.Thread) -> None:
+    registry: Any = threading
+    with registry._active_limbo_lock:
+        registry._active.pop(thread.ident, None)
+
+
+def let_earlier_threads_end_quietly() -> None:
+    """Once gevent patched ``threading``: threads started before would end with a ``KeyError``
+    printed in the log (the export threads ``post_fork`` starts, at the worker's exit; the
+    SDK's, handed over by a master patched in its config file): ``Thread._delete`` looks the
+    thread up under the patched ``get_ident``, which names a greenlet. Each looks itself up
+    under the id it was registered with instead. Nothing to do while nothing is patched.
+    """
+    registry: Any = threading
+    if registry.get_ident is original("_thread", "get_ident"):
+        return
+    main = threading.main_thread()
+    for thread in list(registry._active.values()):
+        if thread is not main and not isinstance(thread, registry._DummyThread):
+            thread._delete = functools.partial(_delete_by_os_ident, thread)
