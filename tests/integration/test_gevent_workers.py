@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import GunicornServer, StartGunicorn
+from tests.integration.conftest import AUTO_CONFIG_LINE, GunicornServer, StartGunicorn
 from tests.integration.events import Exchange, barrier, send, server_spans_of, wait_for_trace
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.integration.test_monitor_and_board import FORK_WARNING
@@ -263,18 +263,23 @@ def test_the_master_reports_every_request_in_flight_of_a_killed_gevent_worker(
         assert event.attributes["url.query"] == f"seconds={STUCK_SECONDS}&token=REDACTED"
 
 
+PATCH_THE_MASTER = "from gevent import monkey\nmonkey.patch_all()\n"
+
+
 @pytest.mark.parametrize(
-    "config_source",
+    ("launcher", "config_source"),
     [
-        "",
-        # As gevent users often have it (gunicorn #2796): the master patched before anything,
-        # so what the SDK starts there is a greenlet (quay #5820).
-        "from gevent import monkey\nmonkey.patch_all()\n",
+        ("instrument", ""),
+        # As gevent users often have it (gunicorn #2796): the master patched first thing.
+        ("instrument", PATCH_THE_MASTER),
+        # The same, with the SDK set up after the patch: its export thread is a greenlet of the
+        # master (quay #5820, where one broke every worker).
+        ("config", PATCH_THE_MASTER + AUTO_CONFIG_LINE),
     ],
-    ids=["preload", "preload-patched-in-the-master"],
+    ids=["preload", "preload-patched-master", "preload-patched-master-then-sdk"],
 )
 def test_preload_starts_serves_events_and_stops_cleanly(
-    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, config_source: str
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, launcher: str, config_source: str
 ) -> None:
     """With the app loaded in the master, workers start, serve concurrent requests with their
     own database work, fork without threads of ours, and stop without a thread error."""
@@ -283,6 +288,7 @@ def test_preload_starts_serves_events_and_stops_cleanly(
         workers=2,
         timeout=30,
         extra_args=["--preload"],
+        launcher=launcher,
         config_source=config_source,
     )
     exchanges = send_all_at_once(server, [f"/interleaved/?tag={tag}" for tag in range(6)])

@@ -92,7 +92,7 @@ def log_fields_of(event: ReceivedSpan) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module", params=["sync", "gthread"])
+@pytest.fixture(scope="module", params=["sync", "gthread", "gevent"])
 def server(request: pytest.FixtureRequest, module_gunicorn_server: StartGunicorn) -> GunicornServer:
     worker_class = request.param
     return module_gunicorn_server(
