@@ -6,7 +6,9 @@ Run: ``/work/venv/bin/python bench/throughput.py`` (about 5 minutes with the def
 ``wrk`` (``apt-get update && apt-get install -y wrk``) if it is missing.
 
 One run serves the same Django app (``bench/benchapp``: ``/hello/``, a hello world, and
-``/db/``, three cheap sqlite queries on a persistent connection) with ONE sync worker, three ways:
+``/db/``, three cheap sqlite queries on a persistent connection) with ONE sync worker (another
+class with ``--worker-class``, e.g. ``--worker-class gevent --connections 32``: a worker serving
+many connections at once, measured under as many), three ways:
 
 ``bare``
     ``gunicorn benchapp.wsgi``, no OpenTelemetry at all.
@@ -224,7 +226,10 @@ def report(
     emit(
         "  cpu/req: the worker's user + system CPU time (all threads, export included) per request;"
     )
-    emit("  latency: wrk's mean, p50 and p99 per round (4 connections queue on one worker), median")
+    emit(
+        f"  latency: wrk's mean, p50 and p99 per round ({args.connections} connections on one "
+        f"{args.worker_class} worker), median"
+    )
 
     emit()
     emit("== worker CPU per request by thread (user + system, us; whole rounds, flushes included)")
@@ -286,7 +291,7 @@ def report(
             f"USS {uss / 2**20:6.1f} MiB ({uss0 / 2**20:5.1f})"
         )
 
-    if {"bare", "package", "contrib"} <= set(variants):
+    if {"bare", "package", "contrib"} <= set(variants) and args.worker_class == "sync":
         emit()
         emit("== issue 6 targets")
         for view, goal in TARGET_PACKAGE_OVER_BARE.items():
@@ -331,6 +336,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds, 0: none [2]")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections [4]")
+    parser.add_argument(
+        "--worker-class",
+        default="sync",
+        help="gunicorn's worker class for every variant: sync, gthread, gevent [sync]",
+    )
+    parser.add_argument(
+        "--worker-threads", type=int, default=1, help="gunicorn --threads (gthread) [1]"
+    )
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between runs [0.3]")
     parser.add_argument(
         "--variants",
@@ -416,9 +429,16 @@ def main(argv: Sequence[str]) -> int:
     variants = [args.profile_variant] if args.profile_only else args.variants
     with tempfile.TemporaryDirectory(prefix="wide-events-throughput-") as tmp_name:
         tmp = Path(tmp_name)
-        servers = make_servers(variants, tmp, args.sink_delay_ms / 1000, args.server_env)
+        servers = make_servers(
+            variants,
+            tmp,
+            args.sink_delay_ms / 1000,
+            args.server_env,
+            worker_class=args.worker_class,
+            threads=args.worker_threads,
+        )
         emit()
-        emit("== servers (one sync worker each, started from bench/)")
+        emit(f"== servers (one {args.worker_class} worker each, started from bench/)")
         for server in servers:
             emit(f"  {server.variant:8} {DESCRIPTIONS[server.variant]}")
             emit(f"           {server.shell_command()}")

@@ -1,4 +1,7 @@
-"""The benchmark app (``bench/benchapp``) served by gunicorn, one sync worker per variant.
+"""The benchmark app (``bench/benchapp``) served by gunicorn, one worker per variant.
+
+The worker is sync unless told otherwise (``worker_class``: ``gthread`` with ``threads``,
+``gevent``); every variant of one run gets the same class.
 
 ``bare`` is gunicorn alone; ``package`` and ``contrib`` run it under ``opentelemetry-instrument``
 with this package's instrumentation or the contrib Django one, their spans going over OTLP gRPC
@@ -189,9 +192,12 @@ def make_servers(
     tmp: Path,
     sink_delay_s: float,
     server_env: dict[str, str],
+    worker_class: str = "sync",
+    threads: int = 1,
 ) -> list[Server]:
     """One server per variant (not started yet), sharing a fresh benchmark database in
-    ``tmp``; each instrumented one with a span sink of its own."""
+    ``tmp``; each instrumented one with a span sink of its own; one ``worker_class`` worker
+    each (with ``threads`` threads, for gthread)."""
     database = tmp / "bench.sqlite3"
     sys.path.insert(0, str(BENCH_DIR))
     from benchapp.views import create_database
@@ -205,7 +211,8 @@ def make_servers(
             "--workers",
             "1",
             "--worker-class",
-            "sync",
+            worker_class,
+            *(["--threads", str(threads)] if threads > 1 else []),
             "--bind",
             f"{LOOPBACK}:{port}",
             "--no-control-socket",
