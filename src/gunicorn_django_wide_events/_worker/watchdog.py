@@ -48,7 +48,7 @@ TIMEOUT_RESPONSE: Final = (
     b"\r\n"
     b"Request took too long\n"
 )
-# eventlet's workers (gunicorn before 24): no watchdog is built for their green threads.
+# eventlet's workers (gunicorn before 26): no watchdog is built for their green threads.
 UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.geventlet",)
 # gevent's workers (and their subclasses): requests are greenlets, the watchdog a real thread.
 GREENLET_WORKER_MODULES: Final = ("gunicorn.workers.ggevent",)
