@@ -12,12 +12,14 @@ package alone under ``opentelemetry-instrument``, spans over OTLP gRPC to a coun
 versions of the code are compared. One bare gunicorn serves as the baseline.
 
 Rounds are alternated as in ``throughput.py``: every variant is driven once per round with
-``wrk -t1 -c4``, the order rotating from round to round, and each variant's spans are waited for
-before the next one runs. It prints, per variant, the median requests per second, the time per
-request and its difference to bare gunicorn, the ratio to bare, the worker's CPU time per
-request (all threads, then the request thread's and the other threads': the export thread,
-gRPC's, the watchdog), the spread of the rounds and the worker's RSS after the load. Changes
-smaller than the spread need more rounds to be told apart; CPU time per thread varies less.
+``wrk -t1 -c4`` (``--connections``; ``--worker-class gevent --connections 32`` measures a gevent
+worker, the bare one included, under 32 connections at once), the order rotating from round to
+round, and each variant's spans are waited for before the next one runs. It prints, per
+variant, the median requests per second, the time per request and its difference to bare
+gunicorn, the ratio to bare, the worker's CPU time per request (all threads, then the request
+thread's and the other threads': the export thread, gRPC's, the watchdog), the spread of the
+rounds and the worker's RSS after the load. Changes smaller than the spread need more rounds to
+be told apart; CPU time per thread varies less.
 """
 
 from __future__ import annotations
@@ -69,14 +71,18 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
     return name, environ
 
 
-def start_servers(specs: Sequence[str], tmp: Path) -> list[Variant]:
+def start_servers(
+    specs: Sequence[str], tmp: Path, worker_class: str = "sync", threads: int = 1
+) -> list[Variant]:
     specs_by_name: dict[str, dict[str, str]] = {"bare": {}} | dict(map(parse_variant, specs))
     variants = []
     for name, environ in specs_by_name.items():
         directory = tmp / name
         directory.mkdir()
         kind = "bare" if name == "bare" else "package"
-        (server,) = make_servers([kind], directory, 0.0, environ)
+        (server,) = make_servers(
+            [kind], directory, 0.0, environ, worker_class=worker_class, threads=threads
+        )
         variants.append(Variant(name, server, environ))
     start_all([variant.server for variant in variants])
     return variants
@@ -88,7 +94,7 @@ def drive(args: argparse.Namespace, wrk: str, variant: Variant, duration: int) -
         variant.server,
         args.view,
         threads=1,
-        connections=4,
+        connections=args.connections,
         duration=duration,
         flush_timeout_s=bsp_schedule_delay_s(variant.environ) + 3.0,
     )
@@ -128,13 +134,26 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--view", choices=sorted(VIEWS), default="hello")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=4, help="seconds of wrk per run")
+    parser.add_argument("--connections", type=int, default=4, help="wrk connections [4]")
+    parser.add_argument(
+        "--worker-class", default="sync", help="gunicorn's worker class: sync, gthread, gevent"
+    )
+    parser.add_argument(
+        "--worker-threads", type=int, default=1, help="gunicorn --threads (gthread) [1]"
+    )
     args = parser.parse_args(argv)
     names = [parse_variant(spec)[0] for spec in args.variants]  # bad specs fail here
     if len(set(names)) != len(names):
         raise SystemExit(f"variant names must differ: {names}")
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="wide-events-compare-") as tmp:
-        variants = start_servers(args.variants, Path(tmp))
+        variants = start_servers(
+            args.variants, Path(tmp), worker_class=args.worker_class, threads=args.worker_threads
+        )
+        emit(
+            f"one {args.worker_class} worker per variant, wrk -t1 -c{args.connections}, "
+            f"{args.rounds} rounds of {args.duration}s"
+        )
         try:
             for variant in variants:
                 drive(args, wrk, variant, 2)  # warm-up

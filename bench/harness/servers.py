@@ -1,5 +1,8 @@
 """The benchmark app (``bench/benchapp``) served by gunicorn, one worker per variant.
 
+The worker is sync unless told otherwise (``worker_class``: ``gthread`` with ``threads``,
+``gevent``); every variant of one run gets the same class.
+
 ``bare`` is gunicorn alone; ``package`` and ``contrib`` run it under ``opentelemetry-instrument``
 with this package's instrumentation or the contrib Django one, their spans going over OTLP gRPC
 to a counting sink of their own. The worker is a sync one unless told otherwise: an ASGI worker
@@ -198,10 +201,12 @@ def make_servers(
     server_env: dict[str, str],
     worker_class: str = "sync",
     gunicorn_args: Sequence[str] = (),
+    threads: int = 1,
 ) -> list[Server]:
     """One server per variant (not started yet), sharing a fresh benchmark database in
     ``tmp``; each instrumented one with a span sink of its own. Every server runs one worker of
-    ``worker_class``, with ``gunicorn_args`` (``--threads 8``, ``--worker-connections 1000``)."""
+    ``worker_class`` (with ``threads`` threads, for gthread), with ``gunicorn_args``
+    (``--worker-connections 1000``)."""
     app = "benchapp.asgi:application" if serves_asgi(worker_class) else "benchapp.wsgi:application"
     database = tmp / "bench.sqlite3"
     sys.path.insert(0, str(BENCH_DIR))
@@ -217,6 +222,7 @@ def make_servers(
             "1",
             "--worker-class",
             worker_class,
+            *(["--threads", str(threads)] if threads > 1 else []),
             "--bind",
             f"{LOOPBACK}:{port}",
             "--no-control-socket",

@@ -28,10 +28,10 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._os_threads import original
 from ._spool import Spool
 
 METHOD_BYTES: Final = 16
@@ -498,7 +498,8 @@ class Board:
         payload_at = offset + _SEQ.size
         for attempt in range(_READ_ATTEMPTS):
             if attempt >= _SPINS_BEFORE_SLEEPING:
-                time.sleep(_SLEEP_BETWEEN_ATTEMPTS_S)
+                # The real sleep: gevent's would make a hub for the watchdog's OS thread.
+                original("time", "sleep")(_SLEEP_BETWEEN_ATTEMPTS_S)
             (seq,) = _SEQ.unpack_from(buffer, offset)
             if seq & 1:
                 continue

@@ -92,7 +92,7 @@ def log_fields_of(event: ReceivedSpan) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module", params=["sync", "gthread"])
+@pytest.fixture(scope="module", params=["sync", "gthread", "gevent"])
 def server(request: pytest.FixtureRequest, module_gunicorn_server: StartGunicorn) -> GunicornServer:
     worker_class = request.param
     return module_gunicorn_server(
@@ -274,11 +274,12 @@ def test_records_carry_the_event_ids_for_formatters(
     assert "--- Logging error ---" not in server.log_text()
 
 
-def test_concurrent_requests_of_a_gthread_worker_count_only_their_own_records(
+def test_concurrent_requests_of_one_worker_count_only_their_own_records(
     server: GunicornServer, receiver: OtlpReceiver
 ) -> None:
-    """gthread: a quiet request in flight while others log on the same worker counts nothing."""
-    if "gthread" not in server.command:
+    """gthread and gevent: a quiet request in flight while others log on the same worker (in
+    other threads, or other greenlets of its thread) counts nothing."""
+    if "sync" in server.command:
         pytest.skip("one request at a time in a sync worker")
     slow: list[Exchange] = []
     in_flight = threading.Thread(target=lambda: slow.append(send(server, "/slow/?seconds=1")))

@@ -14,7 +14,7 @@ STATUS_UNSET = 0
 
 @pytest.fixture(
     scope="module",
-    params=[("grpc", "sync"), ("http/protobuf", "gthread")],
+    params=[("grpc", "sync"), ("http/protobuf", "gthread"), ("grpc", "gevent")],
     ids=lambda param: f"{param[0]}-{param[1]}",
 )
 def server(request: pytest.FixtureRequest, module_gunicorn_server: StartGunicorn) -> GunicornServer:

@@ -19,7 +19,16 @@ ROOT = Path(gunicorn_django_wide_events.__file__).parent
 SIDES = ("_worker", "_master", "_export")
 # The live view runs in a process of its own and only reads the board.
 READER = "_live"
-SHARED = ("_attributes", "_board", "_config", "_forking", "_guard", "_otel_environ", "_spool")
+SHARED = (
+    "_attributes",
+    "_board",
+    "_config",
+    "_forking",
+    "_guard",
+    "_os_threads",
+    "_otel_environ",
+    "_spool",
+)
 # What each room must never import, by room.
 FORBIDDEN = {
     "_worker": {"_master"},

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from .._forking import wait_for_native_threads
 from .._guard import log_once
+from .._os_threads import let_earlier_threads_end_quietly
 from .._spool import Spool
 from .console import WideEventConsoleExporter
 from .exporters import wire_exporter_for
@@ -78,6 +79,7 @@ class ForkSafeExport:
         if self._taken_over:
             return
         self._taken_over = True
+        let_earlier_threads_end_quietly()  # a config file may have gevent-patched the master
         # Logs first, while their queue holds nothing the hand-over itself logged: shutting a
         # log exporter down early would make the SDK's logging handler log about itself.
         self._take_over_logs()

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final
 
 from opentelemetry import context, trace
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
+from opentelemetry.util.types import AttributeValue
 
 from .._guard import never_raise
 from .event import RequestEvent, current_event
@@ -112,7 +113,6 @@ class AsgiRequestEvent(RequestEvent):
     tell a task's context itself (Python before 3.12).
     """
 
-    thread_cpu_is_its_own: ClassVar[bool] = False
     logs_of_any_thread_in_its_context: ClassVar[bool] = True
 
     __slots__ = ("tasks", "view_task")
@@ -121,6 +121,12 @@ class AsgiRequestEvent(RequestEvent):
         super().__init__(*args, **kwargs)
         self.tasks: list[asyncio.Task[Any]] | None = None
         self.view_task: asyncio.Task[Any] | None = None
+
+    def _add_cpu_time(self, attributes: dict[str, AttributeValue]) -> None:
+        return None
+
+    def _add_cpu_time_so_far(self, attributes: dict[str, AttributeValue]) -> None:
+        return None
 
     def set_route(self, route: str | None, view: str = "") -> None:
         super().set_route(route, view)

@@ -30,10 +30,12 @@ from opentelemetry.util.types import AttributeValue
 from .. import _attributes as attr
 from .._attributes import EventType, exception_attributes, finish_span, span_name
 from .._config import Config
+from .._os_threads import allocate_lock
 from .http import REDACTED, redact_path
 from .slot import NoEntry, NoSlot, SlotEntry, WorkerSlot, no_entry, no_slot
 
-_end_lock: Final = threading.Lock()
+# A real lock also under gevent: the watchdog's OS thread races the request's greenlet for it.
+_end_lock: Final = allocate_lock()
 DEFAULT_SQL_MAX_LENGTH: Final = Config().sql_max_length
 
 current_event: ContextVar[RequestEvent | None] = ContextVar(
@@ -98,10 +100,9 @@ def thread_cpu_ms(thread_id: int) -> float | None:
 class RequestEvent:
     """One request's wide event: a SERVER span plus the attributes gathered for it."""
 
-    # A thread serves one request at a time (sync, gthread): its CPU clock is the request's,
-    # and the records it logs are the request's. An event loop serving many requests at once
-    # (the ASGI path's event, _worker/asgi.py) says otherwise.
-    thread_cpu_is_its_own: ClassVar[bool] = True
+    # A thread serves one request at a time (sync, gthread): its CPU clock is the request's
+    # (_add_cpu_time), and the records it logs are the request's. Greenlets and an event loop
+    # serving many requests at once (greenlets.py, asgi.py) say otherwise.
     logs_of_any_thread_in_its_context: ClassVar[bool] = False
 
     __slots__ = (
@@ -256,9 +257,7 @@ class RequestEvent:
                 self.status_code = 500  # what gunicorn will answer
         if incomplete:
             attributes[attr.WIDE_EVENT_RESPONSE_INCOMPLETE] = True
-        if self.thread_cpu_is_its_own:
-            cpu_ns = time.thread_time_ns() - self.cpu_start_ns
-            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = cpu_ns / 1e6
+        self._add_cpu_time(attributes)
         attributes[attr.HTTP_RESPONSE_BODY_SIZE] = 0 if self.body_omitted else self.body_bytes
         self.finish(EventType.REQUEST, attributes)
         self._release_entry()
@@ -288,9 +287,7 @@ class RequestEvent:
             attributes[CODE_STACKTRACE] = stack
         if self.sql_in_flight is not None:
             attributes[DB_QUERY_TEXT] = str(self.sql_in_flight)[: self.sql_max_length]
-        cpu_ms = thread_cpu_ms(self.thread_id) if self.thread_cpu_is_its_own else None
-        if cpu_ms is not None:
-            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - self.cpu_start_ns / 1e6, 3)
+        self._add_cpu_time_so_far(attributes)
         if answered and not self.headers_sent:
             attributes[HTTP_RESPONSE_STATUS_CODE] = 500
         if not self.finish(EventType.TIMEOUT, attributes):
@@ -325,6 +322,16 @@ class RequestEvent:
         self.entry.ending()
         finish_span(self.span, attributes, event_type, error, name=name, end_time_ns=end_time_ns)
         return True
+
+    def _add_cpu_time(self, attributes: dict[str, AttributeValue]) -> None:
+        """The request's CPU time, read in its own thread as it ends."""
+        attributes[attr.WIDE_EVENT_CPU_TIME_MS] = (time.thread_time_ns() - self.cpu_start_ns) / 1e6
+
+    def _add_cpu_time_so_far(self, attributes: dict[str, AttributeValue]) -> None:
+        """The request's CPU time until now, read from another thread (the watchdog's)."""
+        cpu_ms = thread_cpu_ms(self.thread_id)
+        if cpu_ms is not None:
+            attributes[attr.WIDE_EVENT_CPU_TIME_MS] = round(cpu_ms - self.cpu_start_ns / 1e6, 3)
 
     # -- what the event says -------------------------------------------------------------
 

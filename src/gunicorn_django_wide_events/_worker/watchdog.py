@@ -7,13 +7,15 @@ as a ``timeout`` event carrying the stack of the stuck thread and the SQL in fli
 at once with a bounded wait, and, for a sync worker, answers the client and exits the worker on
 its own terms. gthread workers are never killed for a slow request, so there the deadline is the
 configured request timeout and the worker carries on; the request's later end adds nothing.
+gevent workers get both kinds of deadline, from a subclass (``greenlets.py``).
 
 The watchdog sees a request through the small ``Watched`` protocol (``RequestEvent`` is one):
 its deadline, its thread, whether anything was sent, and how to end it as a timeout.
 
 The thread sleeps until the earliest deadline; registering a request is a dict assignment and
 wakes it only when the new deadline is earlier than the planned wake-up, which a fixed timeout
-never is.
+never is. It is a real OS thread, with real locks, also where gevent patched ``threading``
+(``_os_threads.py``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Final, Protocol
 
 from gunicorn.workers.sync import SyncWorker
@@ -33,6 +35,7 @@ from gunicorn.workers.sync import SyncWorker
 from .._config import Config
 from .._export.processor import WorkerSpanProcessor
 from .._guard import log_once, logger, never_raise
+from .._os_threads import Wakeup, allocate_lock, run_for_at_most, start_thread
 
 # How a sync worker leaves after its timeout event: not gunicorn's 3 (boot error) or 4 (app load
 # error), which stop the whole server, but the 1 of gunicorn's own abort path.
@@ -45,8 +48,10 @@ TIMEOUT_RESPONSE: Final = (
     b"\r\n"
     b"Request took too long\n"
 )
-# Workers whose threads are greenlets: a watchdog there could not preempt a stuck request.
-UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.ggevent", "gunicorn.workers.geventlet")
+# eventlet's workers (gunicorn before 26): no watchdog is built for their green threads.
+UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.geventlet",)
+# gevent's workers (and their subclasses): requests are greenlets, the watchdog a real thread.
+GREENLET_WORKER_MODULES: Final = ("gunicorn.workers.ggevent",)
 _fire_guard: Final = never_raise("watchdog.fire")
 
 
@@ -68,12 +73,16 @@ class Watched(Protocol):
 
 
 def thread_stack(thread_id: int, trim_through: Collection[str] = ()) -> str | None:
-    """The stack of another thread, below the last frame from a file in ``trim_through``.
+    """The stack of another thread, below the last frame from a file in ``trim_through``."""
+    return frame_stack(sys._current_frames().get(thread_id), trim_through)
+
+
+def frame_stack(frame: FrameType | None, trim_through: Collection[str] = ()) -> str | None:
+    """The stack ending in ``frame``, below the last frame from a file in ``trim_through``.
 
     The frames above the request path's entry (gunicorn's arbiter, worker loop and request
     handling) are the same for every request and left out.
     """
-    frame = sys._current_frames().get(thread_id)
     if frame is None:
         return None
     frames = traceback.extract_stack(frame)
@@ -103,15 +112,15 @@ class Watchdog:
         self._processor = processor
         self._trim_through = frozenset(trim_through)
         self._in_flight: dict[int, Watched] = {}
-        self._wakeup = threading.Event()
+        self._wakeup = Wakeup()
         # Held while a deadline fires: gunicorn's abort handler waits for it, so that a
         # timeout event the watchdog started is finished, not raced by the request's unwinding.
-        self._firing = threading.Lock()
+        self._firing = allocate_lock()
         self._next_wakeup = 0.0
         self._stopped = False
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="wide-events-watchdog", daemon=True).start()
+        start_thread(self._run)
 
     def stop(self) -> None:
         self._stopped = True
@@ -153,10 +162,10 @@ class Watchdog:
             self._wakeup.wait(max(next_wakeup - time.monotonic(), 0.0))
 
     def _check_worker(self, now: float) -> float:
-        """A check of the whole worker while requests are in flight; when to check again.
-
-        Nothing here: each request has its own deadline. An event-loop worker's watchdog
-        (``_worker/loop_watchdog.py``) looks for a blocked loop.
+        """What the worker as a whole may need besides its requests' deadlines, checked while
+        requests are in flight; when to look again (monotonic). A thread per request has
+        nothing of the kind; a gevent worker's watchdog looks for a held hub
+        (``greenlets.py``), an event-loop worker's for a blocked loop (``loop_watchdog.py``).
         """
         return float("inf")
 
@@ -179,7 +188,7 @@ class Watchdog:
 
 
 class NoWatchdog:
-    """Stands in where timeouts cannot be watched (gevent, or no gunicorn timeout)."""
+    """Stands in where timeouts cannot be watched (eventlet, or no timeout at all)."""
 
     def watch(self, request: Watched) -> None:
         return None
@@ -197,7 +206,7 @@ class NoWatchdog:
 no_watchdog: Final = NoWatchdog()
 
 
-def log_timeout(request: Watched, processor: WorkerSpanProcessor | None) -> None:
+def log_timeout(request: Watched, processor: WorkerSpanProcessor | None, note: str = "") -> None:
     """One line, saying what really happened to the event: sent, or kept to be sent later."""
     delivered = processor.urgent_delivered.pop(request.span_id, None) if processor else None
     outcome = (
@@ -206,9 +215,10 @@ def log_timeout(request: Watched, processor: WorkerSpanProcessor | None) -> None
         else "timeout event not delivered yet (collector unreachable), kept to be sent later"
     )
     logger.error(
-        "gunicorn-django-wide-events: %s ran past its %.1fs deadline; %s",
+        "gunicorn-django-wide-events: %s ran past its %.1fs deadline%s; %s",
         request.describe(),
         request.due - request.started,
+        note,
         outcome,
     )
 
@@ -222,9 +232,7 @@ def exit_worker(processor: WorkerSpanProcessor | None) -> None:
     if processor is not None:
         # The requests' child spans are still queued; flush them, briefly (force_flush
         # itself has no deadline on a dead collector).
-        flusher = threading.Thread(target=processor.force_flush, daemon=True)
-        flusher.start()
-        flusher.join(0.5)
+        run_for_at_most(processor.force_flush, 0.5)
     logging.shutdown()
     os._exit(TIMEOUT_EXIT_CODE)
 
@@ -308,6 +316,11 @@ def timeout_and_margin(worker: Any, config: Config) -> tuple[float, float]:
     return timeout, margin
 
 
+def is_worker_of(worker: Any, modules: tuple[str, ...]) -> bool:
+    """Whether ``worker``'s class, or a class it derives from, comes from one of ``modules``."""
+    return any(cls.__module__.startswith(modules) for cls in type(worker).__mro__)
+
+
 def watchdog_for(
     worker: Any,
     config: Config,
@@ -315,23 +328,35 @@ def watchdog_for(
     trim_through: Collection[str] = (),
 ) -> Watchdog | NoWatchdog:
     """The watchdog a gunicorn worker gets, started; ``no_watchdog`` where none can work."""
-    if type(worker).__module__.startswith(UNWATCHABLE_WORKER_MODULES):
+    if is_worker_of(worker, UNWATCHABLE_WORKER_MODULES):
         log_once(
-            "watchdog.gevent",
-            "gunicorn-django-wide-events: %s workers have no watchdog (it needs a real "
-            "thread): a request that blocks the worker until gunicorn kills it for its timeout "
-            "gets its timeout event from the master, with what the board holds and no stack; "
-            "WIDE_EVENTS_REQUEST_TIMEOUT does not apply",
+            "watchdog.eventlet",
+            "gunicorn-django-wide-events: %s workers have no watchdog: a request that blocks "
+            "the worker until gunicorn kills it for its timeout gets its timeout event from the "
+            "master, with what the board holds and no stack; WIDE_EVENTS_REQUEST_TIMEOUT does "
+            "not apply",
             type(worker).__name__,
         )
         return no_watchdog
     timeout, margin = timeout_and_margin(worker, config)
     if not timeout and not config.request_timeout_s:
         return no_watchdog  # --timeout 0 and no request timeout: nothing to watch
-    watchdog = Watchdog(
-        processor,
-        deadlines=deadlines_for(worker, timeout, margin, config.request_timeout_s),
-        trim_through=trim_through,
-    )
+    deadlines = deadlines_for(worker, timeout, margin, config.request_timeout_s)
+    watchdog: Watchdog
+    if is_worker_of(worker, GREENLET_WORKER_MODULES):
+        # Imported here: greenlets.py builds on this module.
+        from .greenlets import GreenletWatchdog  # noqa: PLC0415
+
+        greenlet_watchdog = GreenletWatchdog(
+            processor,
+            deadlines=deadlines,
+            heartbeat=Heartbeat(worker.tmp) if timeout else None,
+            kill_budget_s=timeout - margin,
+            trim_through=trim_through,
+        )
+        logger.info(greenlet_watchdog.describe(type(worker).__name__))
+        watchdog = greenlet_watchdog
+    else:
+        watchdog = Watchdog(processor, deadlines=deadlines, trim_through=trim_through)
     watchdog.start()
     return watchdog

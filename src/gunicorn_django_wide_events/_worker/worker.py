@@ -25,6 +25,8 @@ from . import asgi, wsgi
 from .asgi import WideEventsAsgiMiddleware, no_loop_attachment
 from .asgi_rejected import RejectedAsgiRequests, patch_asgi_protocol
 from .asgi_worker import abort_in_main_thread, asgi_app_attribute, is_gunicorn_asgi_worker
+from .event import RequestEvent
+from .greenlets import GreenletRequestEvent, adapt_to_gevent_patches, serves_greenlets
 from .http import HttpAttributes
 from .loop_watchdog import EventLoopWatch, loop_watchdog_for
 from .rejected import RejectedRequests
@@ -89,6 +91,10 @@ class WorkerSide:
             self.export.span_processor,
             trim_through=(wsgi.__file__,),
         )
+        event_class = RequestEvent
+        if serves_greenlets(worker):
+            adapt_to_gevent_patches()
+            event_class = GreenletRequestEvent
         spans = server_span_starter(TRACER_NAME, __about__.__version__)
         sql_max_length = self.config.sql_max_length
         worker.wsgi = WideEventsMiddleware(
@@ -98,6 +104,7 @@ class WorkerSide:
             sql_max_length=sql_max_length,
             slot=self.slot,
             watchdog=self.watchdog,
+            event_class=event_class,
         )
         worker.handle_error = RejectedRequests(
             worker.handle_error, spans, self.http, sql_max_length, self.slot

@@ -160,7 +160,16 @@ class FileBodyCloser:
 class WideEventsMiddleware:
     """WSGI middleware that turns every request into exactly one wide event."""
 
-    __slots__ = ("app", "caller_context", "http", "slot", "spans", "sql_max_length", "watchdog")
+    __slots__ = (
+        "app",
+        "caller_context",
+        "event_class",
+        "http",
+        "slot",
+        "spans",
+        "sql_max_length",
+        "watchdog",
+    )
 
     def __init__(
         self,
@@ -171,8 +180,10 @@ class WideEventsMiddleware:
         sql_max_length: int,
         slot: WorkerSlot | NoSlot = no_slot,
         watchdog: Watchdog | NoWatchdog = no_watchdog,
+        event_class: type[RequestEvent] = RequestEvent,
     ) -> None:
         self.watchdog = watchdog
+        self.event_class = event_class  # what the worker class's requests are (greenlets.py)
         self.app = app
         self.spans = spans
         self.http = http
@@ -208,7 +219,7 @@ class WideEventsMiddleware:
             entry = slot.request_started(
                 span, method, str(attributes.get(URL_PATH, "")), str(attributes.get(URL_QUERY, ""))
             )
-            event = RequestEvent(
+            event = self.event_class(
                 span,
                 method,
                 slot,

@@ -41,4 +41,7 @@ urlpatterns = [
     path("async/cpu/", async_views.async_cpu, name="async-cpu"),
     path("async/blocking-sleep/", async_views.async_blocking_sleep, name="async-blocking-sleep"),
     path("async/regex-storm/", async_views.async_regex_storm, name="async-regex-storm"),
+    path("interleaved/", views.interleaved, name="interleaved"),
+    path("cpu-loop/", views.cpu_loop, name="cpu-loop"),
+    path("blocking-sleep/", views.blocking_sleep, name="blocking-sleep"),
 ]

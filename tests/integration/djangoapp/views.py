@@ -268,3 +268,41 @@ def log_then_sleep(request: HttpRequest) -> HttpResponse:
     logger.error("after the deadline")
     logger.warning("after the deadline")
     return HttpResponse("slept", content_type="text/plain")
+
+
+def interleaved(request: HttpRequest) -> HttpResponse:
+    """``?tag=N``: ``1 + N % 3`` statements naming N in their text, each after a short sleep
+    (cooperative under gevent, so that concurrent requests interleave), and N on the event
+    through the plain OpenTelemetry API: each event shows whether it kept to its own request."""
+    tag = int(request.GET["tag"])
+    trace.get_current_span().set_attribute("app.tag", tag)
+    with connection.cursor() as cursor:
+        for _ in range(1 + tag % 3):
+            time.sleep(0.05)
+            cursor.execute(f"SELECT {tag} AS tag_{tag}")  # an int: no injection
+            cursor.fetchall()
+    return HttpResponse(str(tag), content_type="text/plain")
+
+
+def cpu_loop(request: HttpRequest) -> HttpResponse:
+    """Pure-Python work for ``?seconds=``: it never yields, so under gevent it holds the hub
+    (every other request and gunicorn's heartbeat wait), while the GIL still changes hands."""
+    deadline = time.monotonic() + float(request.GET.get("seconds", "1"))
+    spins = 0
+    while time.monotonic() < deadline:
+        spins += 1
+    return HttpResponse(str(spins), content_type="text/plain")
+
+
+def blocking_sleep(request: HttpRequest) -> HttpResponse:
+    """A blocking call gevent did not patch (the original ``time.sleep``), ``?seconds=`` long:
+    under gevent it blocks the hub with the GIL released, as a C driver's call would."""
+    sleep = time.sleep
+    try:
+        from gevent.monkey import get_original
+    except ImportError:
+        pass
+    else:
+        sleep = get_original("time", "sleep")
+    sleep(float(request.GET.get("seconds", "1")))
+    return HttpResponse("slept", content_type="text/plain")
