@@ -1,9 +1,9 @@
 """The worker side of gunicorn's hooks: what a worker builds after fork and tears down at exit.
 
-After fork: its board slot, its resource, its own exporters (``post_fork``); then, once
-gunicorn has loaded the app, the watchdog and the request path around the app
-(``post_worker_init``). At exit: the watchdog stops and the last spans are exported within a
-bounded time (``worker_exit``).
+After fork: its board slot, its resource, its own exporters and its metric instruments
+(``post_fork``); then, once gunicorn has loaded the app, the watchdog and the request path
+around the app (``post_worker_init``). At exit: the watchdog stops and the last spans and metric
+points are exported within a bounded time (``worker_exit``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
 
 from .. import __about__
@@ -24,6 +24,7 @@ from . import wsgi
 from .event import RequestEvent
 from .greenlets import GreenletRequestEvent, adapt_to_gevent_patches, serves_greenlets
 from .http import HttpAttributes
+from .metrics import NoRequestMetrics, RequestMetrics, no_request_metrics, request_metrics_for
 from .rejected import RejectedRequests
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import server_span_starter
@@ -48,6 +49,7 @@ class WorkerSide:
         self.http = HttpAttributes(config)  # built before fork: its patterns are compiled once
         self.slot: WorkerSlot | NoSlot = no_slot
         self.watchdog: Watchdog | NoWatchdog = no_watchdog
+        self.metrics: RequestMetrics | NoRequestMetrics = no_request_metrics
 
     def post_fork(self, server: Any, worker: Any, board: Board | None) -> None:
         forget_reports()
@@ -58,10 +60,16 @@ class WorkerSide:
             spool = self.slot.spool  # what the slot's last worker left is sent first
             if spool is not None:
                 spool.adopt()
-        # The logs pipeline too: the app's log records say which worker made them.
+        # The logs and metrics pipelines too: the app's log records and every metric point
+        # (each worker its own series) say which worker made them.
+        providers = (
+            trace.get_tracer_provider(),
+            get_logger_provider(),
+            metrics.get_meter_provider(),
+        )
         updates = [
             update
-            for provider in (trace.get_tracer_provider(), get_logger_provider())
+            for provider in providers
             if (update := getattr(provider, "_update_resource", None)) is not None
         ]
         if updates:
@@ -74,6 +82,8 @@ class WorkerSide:
             urgent_timeout_s=max(MIN_URGENT_EXPORT_S, URGENT_SHARE_OF_MARGIN * margin_s),
             spool=spool,
         )
+        # Instruments once per worker, on the meter provider whose readers were just built.
+        self.metrics = request_metrics_for(self.export.metrics_exported())
 
     def post_worker_init(self, worker: Any) -> None:
         self.watchdog = watchdog_for(
@@ -81,6 +91,7 @@ class WorkerSide:
             self.config,
             self.export.span_processor,
             trim_through=(wsgi.__file__,),
+            flush_before_exit=self.export.flush_before_exit,
         )
         event_class = RequestEvent
         if serves_greenlets(worker):
@@ -96,9 +107,10 @@ class WorkerSide:
             slot=self.slot,
             watchdog=self.watchdog,
             event_class=event_class,
+            metrics=self.metrics,
         )
         worker.handle_error = RejectedRequests(
-            worker.handle_error, spans, self.http, sql_max_length, self.slot
+            worker.handle_error, spans, self.http, sql_max_length, self.slot, metrics=self.metrics
         )
 
     def worker_abort(self) -> None:
