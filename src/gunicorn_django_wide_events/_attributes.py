@@ -100,6 +100,13 @@ GUNICORN_HOST_LOAD_1M: Final = "gunicorn.host.load.1m"
 GUNICORN_MONITOR_SAMPLE_AGE_MS: Final = "gunicorn.monitor.sample_age_ms"
 """How old the monitor data on this event is."""
 
+# Attributes of the master's metrics (see _master/metrics.py).
+GUNICORN_WORKER_STATE: Final = "gunicorn.worker.state"
+"""On ``gunicorn.workers``: ``busy`` (serving any request) or ``idle``."""
+GUNICORN_WORKER_EXIT_REASON: Final = "gunicorn.worker.exit_reason"
+"""On ``gunicorn.worker.exits``: ``timeout``, ``crash``, ``max_requests``, ``shutdown`` or
+``reload``."""
+
 # Resource attributes of a worker process.
 GUNICORN_WORKER_CLASS: Final = "gunicorn.worker.class"
 GUNICORN_WORKERS_CONFIGURED: Final = "gunicorn.workers.configured"
