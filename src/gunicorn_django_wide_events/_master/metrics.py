@@ -275,12 +275,17 @@ class MasterMetrics:
         with _export_guard:
             self._export(list(inherited_fds), timeout_s)
 
-    def _export(self, inherited_fds: list[int], timeout_s: float) -> None:
+    def collect(self) -> list[tuple[MetricExport, MetricsData]]:
+        """The points now, once per metric exporter (each its own temporality)."""
         batches = []
         for reader, export in self._readers:
             data = reader.get_metrics_data()
             if data is not None and data.resource_metrics:
                 batches.append((export, data))
+        return batches
+
+    def _export(self, inherited_fds: list[int], timeout_s: float) -> None:
+        batches = self.collect()
         if batches:
             self._child = (export_in_child(batches, inherited_fds, timeout_s), time.monotonic())
 
