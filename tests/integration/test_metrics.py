@@ -215,6 +215,13 @@ def test_a_timeout_is_counted_before_its_worker_goes_and_exits_by_reason(
         ("gunicorn.worker.exit_reason",),
         {("timeout",): 1, ("crash",): 1, ("shutdown",): 2, ("max_requests",): 0, ("reload",): 0},
     )
+    # The crashed worker's request: its event and its duration point came from the master.
+    wait_for_totals(
+        receiver,
+        of_master(server, DURATION),
+        ("http.route", "error.type"),
+        {("crash/", "SIGKILL"): 1},
+    )
 
 
 def test_workers_replaced_after_max_requests_and_reload_are_counted_so(

@@ -240,6 +240,8 @@ class MasterSide:
             board.mark_event_out(slot, entry)
             attributes = fallback_attributes(request, slot, event_type, error_type, now)
             events.append((request, attributes, resource))
+            if self.metrics is not None:
+                self.metrics.record_request(request, error_type, now)
         spooled = self._take_plain_leftovers(spool)
         if events or spooled:
             send_from_child(
@@ -308,6 +310,8 @@ class MasterSide:
                 board.mark_event_out(slot, entry)
                 attributes = fallback_attributes(request, slot, EventType.CRASH, "shutdown", now)
                 events.append((request, attributes, resource))
+                if self.metrics is not None:
+                    self.metrics.record_request(request, "shutdown", now)
         if events or spooled:
             send_from_child(
                 events,

@@ -1,5 +1,6 @@
 """gunicorn's own metrics, from the master: its workers by state, the backlog, each worker's CPU
-and memory, and worker exits by reason.
+and memory, and worker exits by reason; and the duration of the requests whose events it sends
+for dead workers (a gevent worker's timeout, a crash), which no worker could record.
 
 The figures are the board's (``_board.py``): busy and idle from the workers' own request flags,
 not a guess from CPU time; the backlog, CPU and memory from the monitor's last samples; exits as
@@ -36,15 +37,17 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporter, MetricsData
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_ROUTE
 
 from .. import __about__
 from .. import _attributes as attr
-from .._board import Board, TornRead
+from .._attributes import DURATION_BUCKETS, HTTP_SERVER_REQUEST_DURATION, METER_NAME
+from .._board import Board, TornRead, WorkerRequest
 from .._export.handover import MetricExport
 from .._export.log_routing import logging_silenced
 from .._guard import log_once, never_raise
 
-METER_NAME: Final = "gunicorn_django_wide_events"
 GUNICORN_WORKERS: Final = "gunicorn.workers"
 GUNICORN_LISTEN_BACKLOG: Final = "gunicorn.listen.backlog"
 GUNICORN_WORKER_CPU_UTILIZATION: Final = "gunicorn.worker.cpu.utilization"
@@ -217,6 +220,12 @@ class MasterMetrics:
             unit="{exit}",
             description="Worker processes that ended, by reason.",
         )
+        self._durations = meter.create_histogram(
+            HTTP_SERVER_REQUEST_DURATION,
+            unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
 
     # -- what the instruments observe ------------------------------------------------------
 
@@ -257,6 +266,19 @@ class MasterMetrics:
 
     def count_exit(self, reason: str) -> None:
         self.exits[reason] = self.exits.get(reason, 0) + 1
+
+    def record_request(self, request: WorkerRequest, error_type: str, now: float) -> None:
+        """A request whose event the master sends (its worker died): its duration so far,
+        with what the board knows of it (no scheme, protocol or status: it got no answer)."""
+        method = request.method
+        attributes: dict[str, Any] = {
+            # The board keeps the span name's method: "HTTP" for one the conventions do not know.
+            HTTP_REQUEST_METHOD: method if method and method != "HTTP" else "_OTHER",
+            ERROR_TYPE: error_type,
+        }
+        if request.route:
+            attributes[HTTP_ROUTE] = request.route
+        self._durations.record(max(now - request.started_at, 0.0), attributes)
 
     def export_if_due(self, inherited_fds: Iterable[int], exit_statuses: Any) -> None:
         """From gunicorn's main loop: every interval, collect and fork the exporting child.

@@ -39,29 +39,15 @@ from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from .. import __about__
+from .._attributes import (
+    DURATION_BUCKETS,
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_SERVER_REQUEST_DURATION,
+    METER_NAME,
+)
 from .._guard import never_raise
 from .histogram import LightHistogram
 
-METER_NAME: Final = "gunicorn_django_wide_events"
-HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
-HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
-# The semantic conventions' advice for http.server.request.duration, in seconds.
-DURATION_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-)
 # A request's method, scheme and protocol version come from a few known values (``_OTHER`` for
 # unknown methods, gunicorn's http or https, HTTP/1.0 or 1.1), so their combinations are few.
 MAX_STARTS: Final = 256

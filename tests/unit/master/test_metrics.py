@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
 from opentelemetry.sdk.resources import Resource
 
-from gunicorn_django_wide_events._board import Board, ServerSample, WorkerSample
+from gunicorn_django_wide_events._board import Board, ServerSample, WorkerRequest, WorkerSample
 from gunicorn_django_wide_events._export.handover import MetricExport
 from gunicorn_django_wide_events._master.fallback import ExitStatuses
 from gunicorn_django_wide_events._master.metrics import ExitReason, MasterMetrics, exit_reason
@@ -238,3 +238,35 @@ def test_export_waits_for_its_interval(board: Board) -> None:
     metrics.export_if_due([], ExitStatuses(os))
     assert collected == [1]
     assert metrics._next_export_at > time.monotonic() + 30
+
+
+def test_a_dead_workers_request_is_a_duration_point_of_what_the_board_knows(
+    board: Board,
+) -> None:
+    """Method (the board's "HTTP" is _OTHER), route, error; its time so far."""
+    metrics = make_metrics(board, {})
+    now = time.time()
+    for method, route in (("GET", "slow/"), ("HTTP", "")):
+        request = WorkerRequest(
+            pid=1, spawned_at=now, requests=1, started_at=now - 2.5, trace_id=bytes(16),
+            span_id=bytes(8), parent_span_id=bytes(8), event_out=False, state=1, method=method,
+            path="/", query="", route=route, view="", db_query_count=0, db_duration_ns=0, sql="",
+        )  # fmt: skip
+        metrics.record_request(request, "timeout", now)
+    ((_, data),) = metrics.collect()
+    (resource_metrics,) = data.resource_metrics
+    (duration,) = [
+        metric
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == "http.server.request.duration"
+    ]
+    points = {frozenset(p.attributes.items()): p for p in duration.data.data_points}
+    slow = points[
+        frozenset(
+            {("http.request.method", "GET"), ("http.route", "slow/"), ("error.type", "timeout")}
+        )
+    ]
+    assert slow.count == 1
+    assert slow.sum == pytest.approx(2.5)
+    assert frozenset({("http.request.method", "_OTHER"), ("error.type", "timeout")}) in points
