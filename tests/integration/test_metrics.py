@@ -224,6 +224,24 @@ def test_a_timeout_is_counted_before_its_worker_goes_and_exits_by_reason(
     )
 
 
+def test_a_threaded_workers_timeout_is_one_point_and_no_longer_active(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """gthread: a request past WIDE_EVENTS_REQUEST_TIMEOUT is a timeout point (no status: none
+    was sent yet) and stops counting as active at its event, though it goes on to its end;
+    requests served by the other threads meanwhile count as usual."""
+    server = gunicorn_server(threads=4, env={**METRICS_ON, "WIDE_EVENTS_REQUEST_TIMEOUT": "1"})
+    slow = threading.Thread(target=send, args=(server, "/slow/?seconds=2"))
+    slow.start()
+    for _ in range(5):
+        assert send(server, "/ok/").status == 200
+    slow.join()
+    keys = ("http.route", "http.response.status_code", "error.type")
+    expected = {("slow/", None, "timeout"): 1, ("ok/", 200, None): 5}
+    wait_for_totals(receiver, of_workers(server, DURATION), keys, expected)
+    wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), {("GET",): 0})
+
+
 def test_workers_replaced_after_max_requests_and_reload_are_counted_so(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver
 ) -> None:
