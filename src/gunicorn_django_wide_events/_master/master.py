@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -120,7 +121,9 @@ class MasterSide:
         with never_raise("metrics.setup"):
             self.metrics = self._master_metrics(server, self.board, workers)
 
-    def _master_metrics(self, server: Any, board: Board, workers: Any) -> MasterMetrics | None:
+    def _master_metrics(
+        self, server: Any, board: Board, workers: Callable[[], dict[int, int]]
+    ) -> MasterMetrics | None:
         """gunicorn's own metrics, where the SDK was configured with a metric exporter."""
         provider = metrics.get_meter_provider()
         if not self.export.metric_exports or not isinstance(provider, MeterProvider):

@@ -78,6 +78,7 @@ _SEGFAULT_LIKE: Final = frozenset(
 # A child still exporting this long after its own timeout is stuck: it is killed.
 STUCK_CHILD_GRACE_S: Final = 5.0
 _export_guard: Final = never_raise("metrics.master_export")
+_record_guard: Final = never_raise("metrics.master_record")
 
 
 def exit_reason(
@@ -269,7 +270,12 @@ class MasterMetrics:
 
     def record_request(self, request: WorkerRequest, error_type: str, now: float) -> None:
         """A request whose event the master sends (its worker died): its duration so far,
-        with what the board knows of it (no scheme, protocol or status: it got no answer)."""
+        with what the board knows of it (no scheme, protocol or status: it got no answer).
+        Never raises: the event is sent all the same."""
+        with _record_guard:
+            self._record_request(request, error_type, now)
+
+    def _record_request(self, request: WorkerRequest, error_type: str, now: float) -> None:
         method = request.method
         attributes: dict[str, Any] = {
             # The board keeps the span name's method: "HTTP" for one the conventions do not know.
