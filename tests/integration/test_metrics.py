@@ -14,13 +14,14 @@ import signal
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import LOOPBACK, GunicornServer, StartGunicorn
+from tests.integration.conftest import LOOPBACK, GunicornServer, StartGunicorn, free_port
 from tests.integration.events import send
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedMetricPoint, latest_points
 from tests.waiting import wait_until
@@ -274,6 +275,35 @@ def wait_until_replaced(server: GunicornServer, pid: int) -> None:
         timeout=WAIT_S,
         what=f"worker {pid} replaced",
     )
+
+
+MASTER_EXPORT_FAILED = "the master's metrics could not be exported"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_dead_collector_costs_requests_nothing_and_the_master_says_so_once(
+    gunicorn_server: StartGunicorn, protocol: str
+) -> None:
+    """Nothing listens at the endpoint: every request is served, the master's exporting children
+    fail one after the other and the master says so in one line, gunicorn stops in time."""
+    server = gunicorn_server(
+        protocol=protocol,
+        workers=2,
+        env={
+            **METRICS_ON,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "WIDE_EVENTS_SHUTDOWN_TIMEOUT": "2",
+        },
+    )
+    statuses = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline or len(statuses) < 20:
+        statuses.append(server.get("/ok/")[0])
+    assert set(statuses) == {200}
+    wait_until(lambda: MASTER_EXPORT_FAILED in server.log_text(), WAIT_S, "the master's line")
+    assert server.stop(timeout=9) == 0  # gunicorn's graceful timeout is 10 s here
+    assert server.log_text().count(MASTER_EXPORT_FAILED) == 1
 
 
 def test_no_metrics_exporter_sends_nothing_and_logs_no_error(

@@ -124,12 +124,15 @@ def export_in_child(
     batches: Sequence[tuple[MetricExport, MetricsData]],
     inherited_fds: Sequence[int],
     timeout_s: float,
+    exporter_timeout_s: float | None = None,
 ) -> int:
     """Fork a child that sends each batch through a fresh exporter of its kind; its pid.
 
-    The child exits 0 when every export succeeded, 2 when one failed: the master reports that
-    once. It closes ``inherited_fds`` (gunicorn's listeners) first, and stays quiet: the
-    exporters' own warnings would come once per interval.
+    The exporters read their settings (``OTEL_EXPORTER_OTLP_*``, their timeout included) as the
+    workers' do, unless ``exporter_timeout_s`` bounds them (gunicorn exiting). The child exits 0
+    when every export succeeded, 2 when one failed: the master reports that once. It closes
+    ``inherited_fds`` (gunicorn's listeners) first, and stays quiet: the exporters' own
+    warnings would come once per interval.
     """
     pid = os.fork()
     if pid:
@@ -142,7 +145,11 @@ def export_in_child(
         code = 0
         with logging_silenced():
             for export, data in batches:
-                exporter = build_metric_exporter(export.exporter_type, timeout_s)
+                exporter = (
+                    export.exporter_type()
+                    if exporter_timeout_s is None
+                    else build_metric_exporter(export.exporter_type, exporter_timeout_s)
+                )
                 result = exporter.export(data, timeout_millis=timeout_s * 1e3)
                 if getattr(result, "name", "") != "SUCCESS":
                     code = 2
@@ -299,9 +306,10 @@ class MasterMetrics:
             self._export(list(inherited_fds), self.timeout_s)
 
     def export_now(self, inherited_fds: Iterable[int], timeout_s: float) -> None:
-        """gunicorn exits: the last points (its workers' last exits among them) go out now."""
+        """gunicorn exits: the last points (its workers' last exits among them) go out now,
+        within ``timeout_s``."""
         with _export_guard:
-            self._export(list(inherited_fds), timeout_s)
+            self._export(list(inherited_fds), timeout_s, exporter_timeout_s=timeout_s)
 
     def collect(self) -> list[tuple[MetricExport, MetricsData]]:
         """The points now, once per metric exporter (each its own temporality)."""
@@ -312,10 +320,13 @@ class MasterMetrics:
                 batches.append((export, data))
         return batches
 
-    def _export(self, inherited_fds: list[int], timeout_s: float) -> None:
+    def _export(
+        self, inherited_fds: list[int], timeout_s: float, exporter_timeout_s: float | None = None
+    ) -> None:
         batches = self.collect()
         if batches:
-            self._child = (export_in_child(batches, inherited_fds, timeout_s), time.monotonic())
+            pid = export_in_child(batches, inherited_fds, timeout_s, exporter_timeout_s)
+            self._child = (pid, time.monotonic())
 
     def _child_done(self, now: float, exit_statuses: Any) -> bool:
         """Whether the last exporting child is gone; a failed export is reported once."""
