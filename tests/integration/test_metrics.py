@@ -9,6 +9,8 @@ apart from other tests' by their resource's ``process.pid`` (the master) and
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import re
 import signal
 import socket
@@ -223,6 +225,18 @@ def test_a_timeout_is_counted_before_its_worker_goes_and_exits_by_reason(
         ("http.route", "error.type"),
         {("crash/", "SIGKILL"): 1},
     )
+
+
+def test_a_timeout_gunicorn_aborts_first_is_flushed_before_the_kill(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """A request in C code that holds the GIL but checks for signals: gunicorn's SIGABRT comes
+    before the watchdog could run; the timeout's point arrives all the same, before the kill."""
+    server = gunicorn_server(timeout=3, env=METRICS_AT_EXIT_ONLY)
+    with contextlib.suppress(ConnectionError, http.client.HTTPException):
+        server.get("/regex-storm/")  # gunicorn's 500, or nothing
+    keys = ("http.route", "error.type")
+    wait_for_totals(receiver, of_workers(server, DURATION), keys, {("regex-storm/", "timeout"): 1})
 
 
 def test_a_threaded_workers_timeout_is_one_point_and_no_longer_active(

@@ -28,7 +28,7 @@ from .metrics import NoRequestMetrics, RequestMetrics, no_request_metrics, reque
 from .rejected import RejectedRequests
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import server_span_starter
-from .watchdog import NoWatchdog, Watchdog, no_watchdog, watchdog_for
+from .watchdog import EXIT_FLUSH_S, NoWatchdog, Watchdog, no_watchdog, watchdog_for
 from .wsgi import WideEventsMiddleware
 
 TRACER_NAME: Final = "gunicorn_django_wide_events"
@@ -114,8 +114,11 @@ class WorkerSide:
         )
 
     def worker_abort(self) -> None:
-        """gunicorn's SIGABRT came before a deadline (margin too small): send the events now."""
+        """gunicorn's SIGABRT came before a deadline (margin too small): send the events now,
+        then, side by side and briefly (gunicorn's SIGKILL follows), the spans and metric points
+        still held: the exit's own shutdown gets to the metrics only after the spans."""
         self.watchdog.fire_all()
+        self.export.flush_before_exit(EXIT_FLUSH_S)
 
     def worker_exit(self, server: Any) -> None:
         self.watchdog.stop()
