@@ -257,6 +257,23 @@ def test_a_threaded_workers_timeout_is_one_point_and_no_longer_active(
     wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), {("GET",): 0})
 
 
+def test_a_gevent_workers_concurrent_requests_are_counted_each(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """Twenty requests interleaving in one gevent worker: twenty points, none left active."""
+    server = gunicorn_server(worker_class="gevent", env=METRICS_ON)
+    senders = [
+        threading.Thread(target=send, args=(server, "/slow/?seconds=0.3")) for _ in range(20)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    keys = ("http.route", "http.response.status_code")
+    wait_for_totals(receiver, of_workers(server, DURATION), keys, {("slow/", 200): 20})
+    wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), {("GET",): 0})
+
+
 def test_workers_replaced_after_max_requests_and_reload_are_counted_so(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver
 ) -> None:

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from .._forking import wait_for_native_threads
 from .._guard import log_once
-from .._os_threads import let_earlier_threads_end_quietly
+from .._os_threads import MAX_WAIT_S, allocate_lock, let_earlier_threads_end_quietly, start_thread
 from .._spool import Spool
 from .console import WideEventConsoleExporter
 from .exporters import wire_exporter_for
@@ -48,6 +48,21 @@ from .processor import ExporterFactory, WorkerSpanProcessor
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
 DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024
+
+
+def _flushed_when_released(flush: Any) -> Any:
+    """Start ``flush`` in a new OS thread; a lock it releases once it returned (or failed)."""
+    done = allocate_lock()
+    done.acquire()
+
+    def run() -> None:
+        try:
+            flush()
+        finally:
+            done.release()
+
+    start_thread(run)
+    return done
 
 
 def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]) -> None:
@@ -142,22 +157,20 @@ class ForkSafeExport:
         """A worker about to exit on its own (after a timeout event): its queued spans and its
         metric points out, side by side, waiting at most ``timeout_s`` for both.
 
-        Neither SDK flush has a deadline of ours on a dead collector, so each runs in a daemon
-        thread of its own, which the exit ends whatever it is doing.
+        Neither SDK flush has a deadline of ours on a dead collector, so each runs in an OS
+        thread of its own (a real one, also where gevent patched ``threading``), which the exit
+        ends whatever it is doing.
         """
         flushes: list[Any] = [reader.force_flush for reader in self._worker_metric_readers]
         if self.span_processor is not None:
             flushes.append(self.span_processor.force_flush)
-        flushers = [
-            threading.Thread(target=flush, name="wide-events-flush", daemon=True)
-            for flush in flushes
-        ]
-        for flusher in flushers:
-            flusher.start()
+        done = [_flushed_when_released(flush) for flush in flushes]
         deadline = time.monotonic() + timeout_s
-        for flusher in flushers:
-            flusher.join(max(deadline - time.monotonic(), 0.0))
-        return not any(flusher.is_alive() for flusher in flushers)
+        flushed = True
+        for lock in done:
+            wait_s = min(max(deadline - time.monotonic(), 0.0), MAX_WAIT_S)
+            flushed = lock.acquire(True, wait_s) and flushed
+        return flushed
 
     def shutdown_within(self, timeout_s: float) -> bool:
         """In a stopping worker: export what is queued, waiting at most ``timeout_s``.

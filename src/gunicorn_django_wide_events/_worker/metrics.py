@@ -20,7 +20,6 @@ attributes and the request's duration.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Final, Protocol
 
@@ -46,6 +45,7 @@ from .._attributes import (
     METER_NAME,
 )
 from .._guard import never_raise
+from .._os_threads import allocate_lock
 from .histogram import LightHistogram
 
 # A request's method, scheme and protocol version come from a few known values (``_OTHER`` for
@@ -119,8 +119,10 @@ class RequestMetrics:
         # With exemplars on (the SDK's default samples those of sampled spans), a duration
         # point links to its wide event, also when the watchdog ends it from its own thread.
         self._exemplars = exemplars
-        # Threads of a gthread worker (and the watchdog) start and end requests at once.
-        self._lock = threading.Lock()
+        # Threads of a gthread worker (and the watchdog) start and end requests at once. A lock
+        # of the OS (gevent's workers patch threading after this is built, their watchdog is an
+        # OS thread), held for a few bytecodes, never across a greenlet switch.
+        self._lock = allocate_lock()
         self._starts: dict[tuple[object, object, object], Started] = {}
 
     def request_started(self, attributes: Mapping[str, AttributeValue]) -> Started:
