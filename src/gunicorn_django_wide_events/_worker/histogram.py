@@ -23,9 +23,15 @@ from time import time_ns
 from typing import Any, Final
 
 from opentelemetry.context import Context, get_current
-from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
 from opentelemetry.sdk.metrics._internal.measurement import Measurement
 from opentelemetry.util.types import AttributeValue
+
+try:
+    from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+
+    _SDK_INTERNALS_FOUND = True
+except ImportError:  # an SDK whose internals moved: every measurement takes the SDK's path
+    _SDK_INTERNALS_FOUND = False
 
 # Combinations of attributes whose aggregations are remembered, at most: a worker's requests
 # come in far fewer (methods, routes, statuses); past this, measurements take the SDK's path.
@@ -51,7 +57,10 @@ class LightHistogram:
 
     def __init__(self, histogram: Any) -> None:
         self._histogram = histogram
-        self._consumer = histogram._measurement_consumer
+        # None where the SDK is not the one pinned (its internals moved): the SDK's path only.
+        self._consumer = (
+            getattr(histogram, "_measurement_consumer", None) if _SDK_INTERNALS_FOUND else None
+        )
         self._storages: object = None
         self._targets: dict[Hashable, tuple[Any, ...]] = {}
 
@@ -63,7 +72,11 @@ class LightHistogram:
         context: Context | None = None,
     ) -> None:
         histogram = self._histogram
-        storages = self._consumer._reader_storages
+        consumer = self._consumer
+        if consumer is None:
+            histogram.record(value, attributes, context)
+            return
+        storages = consumer._reader_storages
         if storages is not self._storages:
             # A reader was added or removed: the SDK made new storages, with new aggregations.
             self._targets = {}
@@ -72,7 +85,11 @@ class LightHistogram:
         if targets is None or not histogram._is_enabled():
             histogram.record(value, attributes, context)
             if targets is None and len(self._targets) < MAX_COMBINATIONS:
-                found = self._aggregations_of(storages, attributes)
+                try:
+                    found = self._aggregations_of(storages, attributes)
+                except (AttributeError, TypeError):  # internals moved: the SDK's path from now
+                    self._consumer = None
+                    return
                 if found is not None:
                     self._targets[key] = found
             return
@@ -82,9 +99,7 @@ class LightHistogram:
             context = get_current()
         now = time_ns()
         measurement = TrustedMeasurement(value, now, histogram, context, attributes)
-        sample = self._consumer._sdk_config.exemplar_filter.should_sample(
-            value, now, attributes, context
-        )
+        sample = consumer._sdk_config.exemplar_filter.should_sample(value, now, attributes, context)
         for aggregation in targets:
             aggregation.aggregate(measurement, sample)
 

@@ -155,3 +155,22 @@ def test_sdk_internals_the_light_histogram_reads(
     (point,) = metering.points("stock")
     assert point.count == 2
     assert stock._is_enabled() is True
+
+
+def test_an_sdk_whose_internals_moved_gets_every_measurement_through_its_own_path(
+    twins: tuple[Metering, Histogram, LightHistogram], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where what the light path reads is not there, each measurement takes the SDK's path:
+    slower, never lost."""
+    metering, stock, light = twins
+
+    def moved(*_: object) -> None:
+        raise AttributeError("'_ViewInstrumentMatch' object has no attribute '_view'")
+
+    monkeypatch.setattr(LightHistogram, "_aggregations_of", moved)
+    record_both(stock, light, rounds=1)  # the first finds nothing it knows: SDK path from now
+    monkeypatch.undo()
+    record_both(stock, light, rounds=2)
+    data = metering.reader.get_metrics_data()
+    assert summary(metering.points("light", data)) == summary(metering.points("stock", data))
+    assert light._consumer is None
