@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from .._forking import wait_for_native_threads
 from .._guard import log_once
-from .._os_threads import MAX_WAIT_S, allocate_lock, let_earlier_threads_end_quietly, start_thread
+from .._os_threads import MAX_WAIT_S, let_earlier_threads_end_quietly, start_released_on_return
 from .._spool import Spool
 from .console import WideEventConsoleExporter
 from .exporters import wire_exporter_for
@@ -48,21 +48,6 @@ from .processor import ExporterFactory, WorkerSpanProcessor
 
 # Wide events carry far more than the SDK's default of 128 attributes, which drops the oldest.
 DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = 1024
-
-
-def _flushed_when_released(flush: Any) -> Any:
-    """Start ``flush`` in a new OS thread; a lock it releases once it returned (or failed)."""
-    done = allocate_lock()
-    done.acquire()
-
-    def run() -> None:
-        try:
-            flush()
-        finally:
-            done.release()
-
-    start_thread(run)
-    return done
 
 
 def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]) -> None:
@@ -164,7 +149,7 @@ class ForkSafeExport:
         flushes: list[Any] = [reader.force_flush for reader in self._worker_metric_readers]
         if self.span_processor is not None:
             flushes.append(self.span_processor.force_flush)
-        done = [_flushed_when_released(flush) for flush in flushes]
+        done = [start_released_on_return(flush) for flush in flushes]
         deadline = time.monotonic() + timeout_s
         flushed = True
         for lock in done:
