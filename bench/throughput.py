@@ -45,7 +45,12 @@ dropped: the batch processor drops spans when its queue is full (the SDK logs "Q
 once per burst, so the log only says whether it happened); ``--sink-delay-ms`` makes the sink a
 slow collector, to see that happen. Metrics and logs exporters are off
 (``OTEL_METRICS_EXPORTER=none``, ``OTEL_LOGS_EXPORTER=none``) in both instrumented variants: the
-comparison is about spans.
+comparison is about spans. ``--metrics`` turns the metrics on in both
+(``OTEL_METRICS_EXPORTER=otlp``, to the same sink, which takes and counts them): the package's
+``http.server.request.duration`` and ``http.server.active_requests`` (and the master's own),
+the contrib instrumentation's ``http.server.duration`` and ``http.server.active_requests`` (the
+stable names with ``--server-env OTEL_SEMCONV_STABILITY_OPT_IN=http``). The cost of the
+package's metrics alone, in one run: ``bench/compare.py`` with a variant that turns them on.
 
 Besides requests per second (and the ratios and per-request overhead derived from them) it
 prints wrk's latencies, the worker's CPU time per request by thread (psutil: the request thread,
@@ -295,6 +300,11 @@ def report(
             f"{warm[server.variant][0]} requests, {warm[server.variant][1]} spans; the SDK's "
             f"'Queue full' warning {'WAS' if queue_full[server.variant] else 'was not'} logged"
         )
+        if sink.metric_exports:
+            emit(
+                f"  {server.variant}: {sink.metric_exports} metrics export requests, "
+                f"{sink.metric_bytes} bytes (from every process of the server)"
+            )
     emit("  dropped: requests served minus spans received within the round's flush wait;")
     emit("  spans/req slightly above 1: requests wrk cut off at the end of a round were still")
     emit("  served, and traced, but not counted by wrk")
@@ -402,6 +412,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="extra environment of the instrumented servers (e.g. OTEL_BSP_SCHEDULE_DELAY=1000)",
     )
     parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the instrumented servers export metrics too (OTEL_METRICS_EXPORTER=otlp), every "
+        "OTEL_METRIC_EXPORT_INTERVAL (the SDK's 60 s unless --server-env sets it)",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -446,6 +462,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                 "(pip install it, or leave contrib out with --variants bare,package)"
             )
     args.server_env = parse_env(args.server_env)
+    if args.metrics:
+        args.server_env.setdefault("OTEL_METRICS_EXPORTER", "otlp")
     return args
 
 

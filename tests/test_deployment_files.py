@@ -1,11 +1,13 @@
-"""docker-compose.yml, its Dockerfile and the collector configuration, checked without Docker.
+"""docker-compose.yml, its Dockerfile, the collector and Prometheus configurations, checked
+without Docker.
 
 No machine here runs a Docker engine, so these tests keep the files honest where they can run:
 the compose file's services, images, ports and environment are the ones the README documents,
 every component the collector configuration names exists in the pinned collector version
 (tests/data/otelcol_contrib_components.txt) and every pipeline uses defined components, the
-tail sampling keeps timeouts, crashes and errors, and every environment default agrees across
-the files. `docker compose config` validates the compose file when a Compose v2 CLI is found.
+tail sampling keeps timeouts, crashes and errors, the metrics reach the Prometheus endpoint
+Prometheus scrapes, and every environment default agrees across the files. `docker compose
+config` validates the compose file when a Compose v2 CLI is found.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 COLLECTOR_CONFIG = ROOT / "collector-config.yaml"
 HONEYCOMB_CONFIG = ROOT / "collector-config.honeycomb.yaml"
+PROMETHEUS_CONFIG = ROOT / "prometheus.yml"
 COMPONENTS_FILE = Path(__file__).resolve().parent / "data" / "otelcol_contrib_components.txt"
 
 # What the README's "With a collector" section promises.
@@ -36,7 +39,8 @@ APP_ENVIRONMENT = {
     "OTEL_SERVICE_NAME": "shop",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_METRIC_EXPORT_INTERVAL": "10000",
     "OTEL_LOGS_EXPORTER": "none",
 }
 #: Variables read from the shell (or .env) and their defaults; "" means none.
@@ -48,7 +52,12 @@ VARIABLE_DEFAULTS = {
     "SHOP_ALLOWED_HOSTS": "localhost,127.0.0.1,app",
 }
 #: Ports published on the host, all on 127.0.0.1.
-PUBLISHED_PORTS = {"app": {8000}, "collector": {4317, 4318, 13133}, "jaeger": {16686}}
+PUBLISHED_PORTS = {
+    "app": {8000},
+    "collector": {4317, 4318, 13133},
+    "jaeger": {16686},
+    "prometheus": {9090},
+}
 GUNICORN_COMMAND = [
     "opentelemetry-instrument",
     "gunicorn",
@@ -63,6 +72,8 @@ GUNICORN_COMMAND = [
 #: Where docker-compose.yml mounts the two collector files.
 CONFIG_IN_CONTAINER = "/etc/otelcol-contrib/config.yaml"
 HONEYCOMB_IN_CONTAINER = "/etc/otelcol-contrib/honeycomb.yaml"
+#: Where docker-compose.yml mounts prometheus.yml: the image's default configuration file.
+PROMETHEUS_IN_CONTAINER = "/etc/prometheus/prometheus.yml"
 
 KINDS = {
     "receivers": "receiver",
@@ -220,17 +231,19 @@ def published(port: str) -> tuple[str, int, int]:
 # --- docker-compose.yml -------------------------------------------------------------------------
 
 
-def test_compose_file_has_the_app_the_collector_and_jaeger() -> None:
-    assert set(compose()["services"]) == {"app", "collector", "jaeger"}
+def test_compose_file_has_the_app_the_collector_jaeger_and_prometheus() -> None:
+    assert set(compose()["services"]) == {"app", "collector", "jaeger", "prometheus"}
     assert service("app")["build"] == "."
     assert set(service("app")["depends_on"]) == {"collector"}
     assert set(service("collector")["depends_on"]) == {"jaeger"}
+    assert set(service("prometheus")["depends_on"]) == {"collector"}
 
 
 def test_images_are_pinned_to_exact_versions() -> None:
     version, _ = components_in_version()
     assert service("collector")["image"] == f"otel/opentelemetry-collector-contrib:{version}"
     assert re.fullmatch(r"jaegertracing/jaeger:2\.\d+\.\d+", service("jaeger")["image"])
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", service("prometheus")["image"])
     assert "image" not in service("app"), "the app is built from the Dockerfile"
     base_images = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
     assert len(base_images) == 1
@@ -300,6 +313,22 @@ def test_collector_files_are_mounted_where_the_command_reads_them() -> None:
         CONFIG_IN_CONTAINER: COLLECTOR_CONFIG,
         HONEYCOMB_IN_CONTAINER: HONEYCOMB_CONFIG,
     }
+
+
+def test_prometheus_reads_its_file_and_scrapes_the_collectors_metrics_endpoint() -> None:
+    """prometheus.yml is mounted where the image reads it; it scrapes the collector's
+    prometheus exporter, keeping the job and instance labels (one series per process)."""
+    (volume,) = service("prometheus")["volumes"]
+    source, target, mode = volume.split(":")
+    assert (COMPOSE_FILE.parent / source).resolve() == PROMETHEUS_CONFIG
+    assert (target, mode) == (PROMETHEUS_IN_CONTAINER, "ro")
+    (job,) = load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]
+    assert job["honor_labels"] is True
+    (targets,) = [config["targets"] for config in job["static_configs"]]
+    exporter_port = load_yaml(COLLECTOR_CONFIG)["exporters"]["prometheus"]["endpoint"].rsplit(
+        ":", 1
+    )[1]
+    assert targets == [f"collector:{exporter_port}"]
 
 
 def test_jaeger_takes_otlp_on_all_interfaces_where_the_collector_sends() -> None:
@@ -380,6 +409,20 @@ def test_receivers_and_health_check_listen_on_all_interfaces() -> None:
 def test_traces_pass_the_memory_limiter_first_and_are_batched_after_sampling() -> None:
     processors = load_yaml(COLLECTOR_CONFIG)["service"]["pipelines"]["traces"]["processors"]
     assert processors == ["memory_limiter", "tail_sampling", "batch"]
+
+
+@pytest.mark.parametrize("variant", ["without key", "with key"])
+def test_metrics_go_from_otlp_to_prometheus_and_the_log_unsampled(variant: str) -> None:
+    """Metrics are not sampled (tail sampling is for traces): OTLP in, the memory limiter and
+    a batch, then the Prometheus endpoint and the debug log."""
+    metrics = collector_configs()[variant]["service"]["pipelines"]["metrics"]
+    assert metrics == {
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter", "batch"],
+        "exporters": ["prometheus", "debug"],
+    }
+    endpoint = load_yaml(COLLECTOR_CONFIG)["exporters"]["prometheus"]["endpoint"]
+    assert endpoint.startswith("0.0.0.0:")
 
 
 def test_tail_sampling_keeps_timeouts_crashes_errors_slow_requests_and_a_share() -> None:
@@ -530,7 +573,7 @@ def test_readme_documents_the_stack_as_the_files_define_it() -> None:
     for name, default in VARIABLE_DEFAULTS.items():
         assert name in rows, f"README's collector section has no row for {name}"
         assert rows[name][1] == (f"`{default}`" if default else "(none)"), name
-    for name in ("collector", "jaeger"):
+    for name in ("collector", "jaeger", "prometheus"):
         assert f"`{service(name)['image']}`" in section
     for name, ports in PUBLISHED_PORTS.items():
         for port in ports:

@@ -2,6 +2,7 @@
 
 It walks the protobuf wire format just deep enough to count the spans of each export request
 and decodes nothing else, so that the collector's own work stays out of the measurement.
+Metrics export requests (with ``--metrics``) are taken and counted, never decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import grpc
 from harness import LOOPBACK
 
 TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+METRICS_SERVICE: Final = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -103,13 +105,15 @@ def check_count_spans() -> None:
 
 class SpanSink:
     """A gRPC ``TraceService`` on loopback that counts spans and acknowledges (after
-    ``delay_s``, to play a slow collector)."""
+    ``delay_s``, to play a slow collector); and a ``MetricsService`` that counts requests."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.spans = 0
         self.exports = 0
         self.bytes = 0
+        self.metric_exports = 0
+        self.metric_bytes = 0
         self._lock = threading.Lock()
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="span-sink"),
@@ -118,8 +122,14 @@ class SpanSink:
         handler = grpc.unary_unary_rpc_method_handler(
             self._export, request_deserializer=None, response_serializer=None
         )
+        metrics_handler = grpc.unary_unary_rpc_method_handler(
+            self._export_metrics, request_deserializer=None, response_serializer=None
+        )
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler}),)
+            (
+                grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler}),
+                grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": metrics_handler}),
+            )
         )
         self.port = self._server.add_insecure_port(f"{LOOPBACK}:0")
         self._server.start()
@@ -137,6 +147,12 @@ class SpanSink:
         if self.delay_s:
             time.sleep(self.delay_s)
         return b""  # an empty ExportTraceServiceResponse: everything accepted
+
+    def _export_metrics(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self._lock:
+            self.metric_exports += 1
+            self.metric_bytes += len(request)
+        return b""  # an empty ExportMetricsServiceResponse: everything accepted
 
     def count(self) -> int:
         with self._lock:

@@ -100,6 +100,23 @@ GUNICORN_HOST_LOAD_1M: Final = "gunicorn.host.load.1m"
 GUNICORN_MONITOR_SAMPLE_AGE_MS: Final = "gunicorn.monitor.sample_age_ms"
 """How old the monitor data on this event is."""
 
+# The metrics (see _worker/metrics.py and _master/metrics.py): the stable HTTP server ones,
+# which the master records too for the events it sends for dead workers, and gunicorn's own.
+METER_NAME: Final = "gunicorn_django_wide_events"
+HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+HTTP_SERVER_ACTIVE_REQUESTS: Final = "http.server.active_requests"
+DURATION_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+)  # fmt: skip
+"""The semantic conventions' advice for ``http.server.request.duration``, in seconds."""
+
+# Attributes of the master's metrics.
+GUNICORN_WORKER_STATE: Final = "gunicorn.worker.state"
+"""On ``gunicorn.workers``: ``busy`` (serving any request) or ``idle``."""
+GUNICORN_WORKER_EXIT_REASON: Final = "gunicorn.worker.exit_reason"
+"""On ``gunicorn.worker.exits``: ``timeout``, ``crash``, ``max_requests``, ``shutdown`` or
+``reload``."""
+
 # Resource attributes of a worker process.
 GUNICORN_WORKER_CLASS: Final = "gunicorn.worker.class"
 GUNICORN_WORKERS_CONFIGURED: Final = "gunicorn.workers.configured"

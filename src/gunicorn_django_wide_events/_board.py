@@ -449,6 +449,13 @@ class Board:
                 found.append((entry, request))
         return found
 
+    def requests_started(self, slot: int) -> int:
+        """Requests ``slot``'s worker has started, as it wrote at its last one (0 before any):
+        the entries keep the count after their request finished."""
+        return max(
+            self.read_request(slot, entry).requests for entry in range(self.entries_per_slot)
+        )
+
     def mark_event_out(self, slot: int, entry: int = 0) -> None:
         """The request in that entry has its event out: nobody else may send one for it."""
         offset = self._entry_offset(slot, entry)

@@ -5,8 +5,8 @@
   is where our hooks are chained with the user's, where the contrib Django instrumentation steps
   aside, and where the master hands export over to the workers.
 - ``Arbiter.manage_workers`` forks the workers gunicorn is missing, once at start and once per
-  turn of the master's loop: right after it, the monitor thread resumes (see
-  ``_master/monitor.py``).
+  turn of the master's loop: right after it, the master's metrics are exported when due and the
+  monitor thread resumes (see ``_master/metrics.py`` and ``_master/monitor.py``).
 - ``gunicorn.arbiter.os``: a proxy that notes each reaped child's wait status, which
   ``child_exit`` is not told (see ``_master/fallback.py``).
 - ``gunicorn.util.write_error``: the one place gunicorn writes its own error answers; the
@@ -88,7 +88,7 @@ def patch_gunicorn(hooks: GunicornHooks) -> None:
     def manage_workers(arbiter: Arbiter) -> None:
         original_manage_workers(arbiter)
         with _tick_guard:
-            hooks.workers_managed()
+            hooks.workers_managed(arbiter)
 
     def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
         note_error_status(status_int)

@@ -36,8 +36,8 @@ class GunicornHooks:
     def setup(self, server: Any) -> None:
         self.master.setup(server)
 
-    def workers_managed(self) -> None:
-        self.master.resume_monitor()
+    def workers_managed(self, server: Any) -> None:
+        self.master.workers_managed(server)
 
     # -- master hooks ----------------------------------------------------------------------
 

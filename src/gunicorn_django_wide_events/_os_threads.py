@@ -52,8 +52,9 @@ def start_thread(target: Callable[[], object]) -> None:
     original("_thread", "start_new_thread")(target, ())
 
 
-def run_for_at_most(target: Callable[[], object], timeout_s: float) -> bool:
-    """Run ``target`` in a new OS thread, waiting ``timeout_s`` at most; True if it returned."""
+def start_released_on_return(target: Callable[[], object]) -> _thread.LockType:
+    """Run ``target`` in a new OS thread; a held lock that it releases once ``target`` returned
+    (or raised): acquiring it waits for ``target``, with the timeout the waiter chooses."""
     done = allocate_lock()
     done.acquire()
 
@@ -64,7 +65,12 @@ def run_for_at_most(target: Callable[[], object], timeout_s: float) -> bool:
             done.release()
 
     start_thread(run)
-    return done.acquire(True, min(timeout_s, MAX_WAIT_S))
+    return done
+
+
+def run_for_at_most(target: Callable[[], object], timeout_s: float) -> bool:
+    """Run ``target`` in a new OS thread, waiting ``timeout_s`` at most; True if it returned."""
+    return start_released_on_return(target).acquire(True, min(timeout_s, MAX_WAIT_S))
 
 
 class Wakeup:

@@ -41,11 +41,21 @@ from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2_grpc,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-__all__ = ["OtlpReceiver", "ReceivedLogRecord", "ReceivedSpan", "ReceivedSpanEvent", "to_python"]
+__all__ = [
+    "OtlpReceiver",
+    "ReceivedExemplar",
+    "ReceivedLogRecord",
+    "ReceivedMetricPoint",
+    "ReceivedSpan",
+    "ReceivedSpanEvent",
+    "latest_points",
+    "to_python",
+]
 
-Item = TypeVar("Item")  # what the receiver keeps: spans, log records
+Item = TypeVar("Item")  # what the receiver keeps: spans, log records, metric points
 
 LOOPBACK = "127.0.0.1"
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
@@ -200,6 +210,119 @@ def log_records_from_request(
     return received
 
 
+@dataclass(frozen=True)
+class ReceivedExemplar:
+    """An exemplar of a metric point: a measurement and the span it was made in ("" if none)."""
+
+    value: float
+    trace_id: str
+    span_id: str
+
+
+@dataclass(frozen=True)
+class ReceivedMetricPoint:
+    """One data point of one metric, as it arrived, with its metric's name, kind and resource.
+
+    ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``value`` is
+    set for gauges and sums, ``count``, ``sum`` and the buckets for histograms.
+    ``temporality`` is OTLP's (1 delta, 2 cumulative; 0 for gauges).
+    """
+
+    name: str
+    kind: str
+    unit: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope_name: str
+    transport: str
+    start_time_unix_nano: int
+    time_unix_nano: int
+    temporality: int = 0
+    is_monotonic: bool = False
+    value: float | None = None
+    count: int | None = None
+    sum: float | None = None
+    bucket_counts: tuple[int, ...] = ()
+    explicit_bounds: tuple[float, ...] = ()
+    exemplars: tuple[ReceivedExemplar, ...] = ()
+
+    @property
+    def instance(self) -> str:
+        """The ``service.instance.id`` of the process that sent it (one per worker, master)."""
+        return str(self.resource.get("service.instance.id", ""))
+
+
+def _exemplars(point: Any) -> tuple[ReceivedExemplar, ...]:
+    return tuple(
+        ReceivedExemplar(
+            value=exemplar.as_double if exemplar.HasField("as_double") else exemplar.as_int,
+            trace_id=exemplar.trace_id.hex(),
+            span_id=exemplar.span_id.hex(),
+        )
+        for exemplar in point.exemplars
+    )
+
+
+def _number(point: metrics_pb2.NumberDataPoint) -> float:
+    return point.as_double if point.HasField("as_double") else point.as_int
+
+
+def metric_points_from_request(
+    request: metrics_service_pb2.ExportMetricsServiceRequest, transport: str
+) -> list[ReceivedMetricPoint]:
+    """Flatten an export request (resource -> scope -> metric -> points) into points."""
+    received: list[ReceivedMetricPoint] = []
+    for resource_metrics in request.resource_metrics:
+        resource = attributes_to_dict(resource_metrics.resource.attributes)
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data") or ""
+                common = {
+                    "name": metric.name,
+                    "kind": kind,
+                    "unit": metric.unit,
+                    "resource": resource,
+                    "scope_name": scope_metrics.scope.name,
+                    "transport": transport,
+                }
+                data = getattr(metric, kind)
+                for point in data.data_points:
+                    fields: dict[str, Any] = {
+                        "attributes": attributes_to_dict(point.attributes),
+                        "start_time_unix_nano": point.start_time_unix_nano,
+                        "time_unix_nano": point.time_unix_nano,
+                        "exemplars": _exemplars(point),
+                    }
+                    if kind in ("gauge", "sum"):
+                        fields["value"] = _number(point)
+                    else:
+                        fields["count"] = point.count
+                        fields["sum"] = point.sum
+                    if kind == "histogram":
+                        fields["bucket_counts"] = tuple(point.bucket_counts)
+                        fields["explicit_bounds"] = tuple(point.explicit_bounds)
+                    if kind != "gauge":
+                        fields["temporality"] = int(data.aggregation_temporality)
+                    if kind == "sum":
+                        fields["is_monotonic"] = data.is_monotonic
+                    received.append(ReceivedMetricPoint(**common, **fields))
+    return received
+
+
+def latest_points(points: Iterable[ReceivedMetricPoint]) -> list[ReceivedMetricPoint]:
+    """The last point of each series: per metric, sending process and attributes.
+
+    With cumulative temporality (the SDK's default) that is each series' running total.
+    """
+    latest: dict[tuple[str, str, frozenset[tuple[str, Any]]], ReceivedMetricPoint] = {}
+    for point in points:
+        key = (point.name, point.instance, frozenset(point.attributes.items()))
+        seen = latest.get(key)
+        if seen is None or point.time_unix_nano >= seen.time_unix_nano:
+            latest[key] = point
+    return list(latest.values())
+
+
 def describe(span: ReceivedSpan) -> str:
     """One summary line per span, used in timeout messages."""
     return (
@@ -214,14 +337,15 @@ class OtlpReceiver:
 
     Trace spans and log records are stored (thread-safely, behind a
     ``threading.Condition`` so tests can block until data arrives instead of
-    sleeping): the events are spans, and the app's log records must carry
-    their trace context. Metrics are only counted.
+    sleeping): the events are spans, the app's log records must carry
+    their trace context, and the metrics' data points are checked by value.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._spans: list[ReceivedSpan] = []
         self._log_records: list[ReceivedLogRecord] = []
+        self._metric_points: list[ReceivedMetricPoint] = []
         self._trace_requests = 0
         self._metrics_requests = 0
         self._logs_requests = 0
@@ -357,9 +481,13 @@ class OtlpReceiver:
             self._spans.extend(spans)
             self._condition.notify_all()
 
-    def _record_metrics(self) -> None:
+    def _record_metrics(
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, transport: str
+    ) -> None:
+        points = metric_points_from_request(request, transport)
         with self._condition:
             self._metrics_requests += 1
+            self._metric_points.extend(points)
             self._condition.notify_all()
 
     def _record_logs(
@@ -416,6 +544,26 @@ class OtlpReceiver:
             f"the last: {bodies}"
         )
 
+    def metric_points(self, name: str | None = None) -> list[ReceivedMetricPoint]:
+        """A copy of every metric data point received since the last ``clear()`` (of the
+        metric ``name`` only, if given)."""
+        with self._condition:
+            return [point for point in self._metric_points if name is None or point.name == name]
+
+    def wait_for_metric_points(
+        self,
+        predicate: Callable[[list[ReceivedMetricPoint]], bool],
+        timeout: float = 30.0,
+    ) -> list[ReceivedMetricPoint]:
+        """Block until ``predicate(points)`` is true; return those points."""
+        met, snapshot = self._wait(self._metric_points, predicate, timeout)
+        if met:
+            return snapshot
+        names = sorted({point.name for point in snapshot})
+        raise AssertionError(
+            f"timed out after {timeout:.1f}s; {len(snapshot)} metric point(s) received, of {names}"
+        )
+
     def server_spans(self) -> list[ReceivedSpan]:
         """Only the SERVER spans."""
         return [span for span in self.spans() if span.is_server]
@@ -470,6 +618,7 @@ class OtlpReceiver:
         with self._condition:
             self._spans.clear()
             self._log_records.clear()
+            self._metric_points.clear()
             self._trace_requests = 0
             self._metrics_requests = 0
             self._logs_requests = 0
@@ -517,7 +666,7 @@ class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         request: metrics_service_pb2.ExportMetricsServiceRequest,
         context: grpc.ServicerContext,
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
-        self._receiver._record_metrics()
+        self._receiver._record_metrics(request, "grpc")
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
@@ -619,7 +768,8 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             receiver._record_traces(message, "http")
             receiver._apply_delay()
         elif path == "/v1/metrics":
-            receiver._record_metrics()
+            assert isinstance(message, metrics_service_pb2.ExportMetricsServiceRequest)
+            receiver._record_metrics(message, "http")
         else:
             assert isinstance(message, logs_service_pb2.ExportLogsServiceRequest)
             receiver._record_logs(message, "http")

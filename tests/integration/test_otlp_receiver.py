@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
     OTLPLogExporter as GrpcLogExporter,
 )
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+    OTLPMetricExporter as GrpcMetricExporter,
+)
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
 )
@@ -28,9 +32,13 @@ from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompressio
 from opentelemetry.exporter.otlp.proto.http._log_exporter import (
     OTLPLogExporter as HttpLogExporter,
 )
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter as HttpMetricExporter,
+)
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
+from opentelemetry.metrics import Observation
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
@@ -43,6 +51,8 @@ from opentelemetry.proto.collector.trace.v1 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
@@ -56,7 +66,7 @@ from opentelemetry.trace import (
 )
 
 from tests.integration.conftest import GunicornServer, StartGunicorn
-from tests.integration.otlp_receiver import OtlpReceiver
+from tests.integration.otlp_receiver import OtlpReceiver, latest_points
 
 PROTOBUF = "application/x-protobuf"
 
@@ -247,6 +257,66 @@ def test_log_records_from_the_sdk_exporters_are_decoded(
     assert record.scope_name == "receiver.test"
     assert record.transport == ("grpc" if protocol == "grpc" else "http")
     assert receiver.logs_requests == 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_metric_points_from_the_sdk_exporters_are_decoded(
+    receiver: OtlpReceiver, protocol: str
+) -> None:
+    """A counter, a gauge and a histogram sent by a real SDK metric exporter arrive as points
+    with their kind, unit, values, buckets and resource; the last one per series is found."""
+    exporter: MetricExporter = (
+        GrpcMetricExporter(endpoint=receiver.grpc_endpoint, insecure=True)
+        if protocol == "grpc"
+        else HttpMetricExporter(endpoint=receiver.http_endpoint + "/v1/metrics")
+    )
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=math.inf)
+    provider = MeterProvider(
+        metric_readers=[reader],
+        resource=Resource.create({"service.name": "receiver-metrics", "service.instance.id": "a"}),
+        shutdown_on_exit=False,
+    )
+    try:
+        meter = provider.get_meter("receiver.test")
+        counter = meter.create_counter("requests", unit="{request}")
+        histogram = meter.create_histogram(
+            "duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0]
+        )
+        meter.create_observable_gauge(
+            "workers", callbacks=[lambda options: [Observation(3, {"state": "idle"})]]
+        )
+        counter.add(2, {"route": "a/"})
+        histogram.record(0.05, {"route": "a/"})
+        histogram.record(0.5, {"route": "a/"})
+        assert reader.force_flush()
+        counter.add(1, {"route": "a/"})
+        assert reader.force_flush()
+    finally:
+        provider.shutdown()
+
+    transport = "grpc" if protocol == "grpc" else "http"
+    points = receiver.wait_for_metric_points(lambda points: len(points) >= 6)
+    assert {point.transport for point in points} == {transport}
+    sums = [point for point in points if point.name == "requests"]
+    assert [point.value for point in sums] == [2, 3]
+    assert sums[0].kind == "sum" and sums[0].is_monotonic and sums[0].temporality == 2
+    assert sums[0].unit == "{request}" and sums[0].attributes == {"route": "a/"}
+    assert sums[0].resource["service.name"] == "receiver-metrics"
+    assert sums[0].instance == "a"
+    assert sums[0].scope_name == "receiver.test"
+    (last,) = [point for point in latest_points(points) if point.name == "requests"]
+    assert last.value == 3
+    duration = [point for point in points if point.name == "duration"][-1]
+    assert duration.kind == "histogram"
+    assert (duration.count, duration.explicit_bounds, duration.bucket_counts) == (
+        2,
+        (0.1, 1.0),
+        (1, 1, 0),
+    )
+    assert duration.sum == pytest.approx(0.55)
+    gauge = [point for point in points if point.name == "workers"][-1]
+    assert (gauge.kind, gauge.value, gauge.attributes) == ("gauge", 3, {"state": "idle"})
+    assert receiver.metrics_requests == 2
 
 
 def test_metrics_and_logs_are_counted(receiver: OtlpReceiver, grpc_channel: grpc.Channel) -> None:

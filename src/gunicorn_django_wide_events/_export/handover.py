@@ -15,6 +15,8 @@ change shows up there.
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -26,13 +28,18 @@ from opentelemetry.sdk._logs.export import (
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from .._forking import wait_for_native_threads
 from .._guard import log_once
-from .._os_threads import let_earlier_threads_end_quietly
+from .._os_threads import MAX_WAIT_S, let_earlier_threads_end_quietly, start_released_on_return
 from .._spool import Spool
 from .console import WideEventConsoleExporter
 from .exporters import wire_exporter_for
@@ -59,6 +66,19 @@ def raise_span_attribute_limit(provider: TracerProvider, environ: dict[str, str]
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MetricExport:
+    """A metric exporter the SDK built in the master, as the master's own metrics rebuild it:
+    its class, and what its reader was told (temporality and aggregation per instrument kind,
+    the export interval and timeout from ``OTEL_METRIC_EXPORT_*``)."""
+
+    exporter_type: type[MetricExporter]
+    preferred_temporality: dict[type, AggregationTemporality]
+    preferred_aggregation: dict[type, Aggregation]
+    interval_s: float
+    timeout_s: float
+
+
 class ForkSafeExport:
     """Moves the SDK's exporting parts from the master into each worker."""
 
@@ -69,6 +89,8 @@ class ForkSafeExport:
         self.console_format = console_format
         self.span_processor: WorkerSpanProcessor | None = None
         self._metric_exporter_types: list[type[MetricExporter]] = []
+        self.metric_exports: list[MetricExport] = []
+        """The metric exporters handed over: the workers' and the master's metrics use them."""
         self._log_exporter_types: list[type[LogRecordExporter]] = []
         self._worker_metric_readers: list[PeriodicExportingMetricReader] = []
         self._worker_log_processors: list[BatchLogRecordProcessor] = []
@@ -107,6 +129,33 @@ class ForkSafeExport:
                 processor = BatchLogRecordProcessor(log_exporter_type())
                 logger_provider.add_log_record_processor(processor)
                 self._worker_log_processors.append(processor)
+
+    def metrics_exported(self) -> bool:
+        """Whether something exports this process's metrics: a reader handed over, or one of
+        the user's the hand-over kept (the SDK built none for ``OTEL_METRICS_EXPORTER=none``)."""
+        provider = metrics.get_meter_provider()
+        if not isinstance(provider, MeterProvider):
+            return False
+        return bool(self._metric_exporter_types or provider._metric_readers)
+
+    def flush_before_exit(self, timeout_s: float) -> bool:
+        """A worker about to exit on its own (after a timeout event): its queued spans and its
+        metric points out, side by side, waiting at most ``timeout_s`` for both.
+
+        Neither SDK flush has a deadline of ours on a dead collector, so each runs in an OS
+        thread of its own (a real one, also where gevent patched ``threading``), which the exit
+        ends whatever it is doing.
+        """
+        flushes: list[Any] = [reader.force_flush for reader in self._worker_metric_readers]
+        if self.span_processor is not None:
+            flushes.append(self.span_processor.force_flush)
+        done = [start_released_on_return(flush) for flush in flushes]
+        deadline = time.monotonic() + timeout_s
+        flushed = True
+        for lock in done:
+            wait_s = min(max(deadline - time.monotonic(), 0.0), MAX_WAIT_S)
+            flushed = lock.acquire(True, wait_s) and flushed
+        return flushed
 
     def shutdown_within(self, timeout_s: float) -> bool:
         """In a stopping worker: export what is queued, waiting at most ``timeout_s``.
@@ -188,7 +237,17 @@ class ForkSafeExport:
         kept = []
         for reader in provider._metric_readers:
             if isinstance(reader, PeriodicExportingMetricReader):
-                self._metric_exporter_types.append(type(reader._exporter))
+                exporter = reader._exporter
+                self._metric_exporter_types.append(type(exporter))
+                self.metric_exports.append(
+                    MetricExport(
+                        type(exporter),
+                        dict(exporter._preferred_temporality or {}),
+                        dict(exporter._preferred_aggregation or {}),
+                        reader._export_interval_millis / 1e3,
+                        reader._export_timeout_millis / 1e3,
+                    )
+                )
                 reader._exporter.shutdown()  # first: no final export may wait on a collector
                 provider.remove_metric_reader(reader)  # also shuts it down
             else:

@@ -1,12 +1,15 @@
-"""Resource attributes of a worker process: who sent an event.
+"""Resource attributes of a worker process, and of the master: who sent an event or a point.
 
-Computed by the worker for its own events and by the master for the fallback events it sends
-on a dead worker's behalf, so both derive the same ``service.instance.id``.
+A worker's are computed by the worker for its own events and by the master for the fallback
+events it sends on a dead worker's behalf, so both derive the same ``service.instance.id``. The
+master's own metrics carry the master's: its ``process.pid`` and a ``service.instance.id`` of
+its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import socket
 import uuid
@@ -46,3 +49,20 @@ def worker_resource(
     if slot is not None:
         attributes[attr.GUNICORN_WORKER_ID] = slot
     return Resource(attributes)
+
+
+def master_resource(server: Any, started_at: float) -> Resource:
+    """Resource attributes of the gunicorn master process (this one), for its own metrics."""
+    pid = os.getpid()
+    return Resource(
+        {
+            "process.pid": pid,
+            # Named like a worker's, with the master's pid in the worker's place: no worker's.
+            "service.instance.id": service_instance_id(pid, pid, started_at),
+            attr.GUNICORN_WORKERS_CONFIGURED: int(server.cfg.workers),
+            attr.GUNICORN_TIMEOUT: int(server.cfg.timeout),
+            attr.GUNICORN_VERSION: gunicorn.__version__,
+            attr.DJANGO_VERSION: django.get_version(),
+            "process.runtime.version": platform.python_version(),
+        }
+    )

@@ -1,9 +1,12 @@
-"""The master side of gunicorn's hooks: the board, its monitor, and the dead workers' events.
+"""The master side of gunicorn's hooks: the board, its monitor, the dead workers' events and
+gunicorn's own metrics.
 
 Before any fork (``setup``, at start and on every HUP): the board is created and export handed
 over to the workers. Then: a slot for each worker about to be forked (``pre_fork``), the
-monitor started once gunicorn is ready and resumed after each round of forks, and, when
-gunicorn reaps a worker that died mid-request, the fallback event (``child_exit``).
+monitor and the master's metrics started once gunicorn is ready, the monitor resumed and the
+metrics exported when due after each turn of gunicorn's loop (``workers_managed``), and, when
+gunicorn reaps a worker, its exit counted by reason and, if it died mid-request, the fallback
+event (``child_exit``).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -22,10 +27,12 @@ from .._board import SLOT_ATTRIBUTE, Board, RequestState, WorkerRequest, slot_of
 from .._config import Config
 from .._export.handover import ForkSafeExport
 from .._export.log_routing import route_to_gunicorn
-from .._export.resource import worker_resource
+from .._export.resource import master_resource, worker_resource
 from .._guard import log_once, never_raise
 from .._spool import Kind, Record, Spool
 from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
+from .metrics import MasterMetrics
+from .metrics import exit_reason as metric_exit_reason
 from .monitor import Monitor, register_fork_handlers
 
 MIN_BOARD_SLOTS: Final = 32
@@ -35,6 +42,8 @@ BOARD_SLOTS_PER_WORKER: Final = 4
 # Requests in flight a worker's slot describes one by one (more are counted, not described):
 # a gevent worker's 1000 connections would make every slot 2 MiB.
 MAX_BOARD_ENTRIES: Final = 64
+# Set by ``setup`` on the workers alive when a HUP reloads gunicorn: those it replaces.
+RELOADED_ATTRIBUTE: Final = "_wide_events_reloaded"
 
 
 def requests_at_once(cfg: Any) -> int:
@@ -54,6 +63,7 @@ class MasterSide:
         self.board: Board | None = None
         self.started_at = time.time()
         self.monitor: Monitor | None = None
+        self.metrics: MasterMetrics | None = None
         # Replaces gunicorn.arbiter's os module (see _gunicorn.py): child_exit is not told how
         # a worker ended.
         self.exit_statuses = ExitStatuses(os)
@@ -62,6 +72,8 @@ class MasterSide:
         """``Arbiter.setup`` (start and every HUP): before any fork, board and export ready."""
         route_to_gunicorn(server)
         register_fork_handlers()
+        for worker in list(server.WORKERS.values()):  # empty at start; on HUP, the old ones
+            setattr(worker, RELOADED_ATTRIBUTE, True)
         if self.board is None:
             slots = self.config.board_slots or max(
                 MIN_BOARD_SLOTS, BOARD_SLOTS_PER_WORKER * int(server.cfg.workers)
@@ -79,25 +91,51 @@ class MasterSide:
         )
         self.export.take_over(dict(os.environ))
 
-    def resume_monitor(self) -> None:
-        """After gunicorn managed its workers: resume the monitor a fork stopped."""
+    def workers_managed(self, server: Any) -> None:
+        """After gunicorn managed its workers: the metrics if due (their child is forked while
+        the monitor is still stopped), then the monitor a fork stopped."""
+        if self.metrics is not None:
+            with never_raise("metrics.export"):
+                self.metrics.export_if_due(_listener_fds(server), self.exit_statuses)
         if self.monitor is not None:
             self.monitor.resume()
 
     def when_ready(self, server: Any) -> None:
         if self.board is None or self.monitor is not None:
             return
-        self.monitor = Monitor(
-            self.board,
-            self.config.monitor_interval_s,
-            workers=lambda: {
+
+        def workers() -> dict[int, int]:
+            return {
                 slot: pid
                 for pid, worker in list(server.WORKERS.items())
                 if (slot := slot_of(worker)) is not None
-            },
+            }
+
+        self.monitor = Monitor(
+            self.board,
+            self.config.monitor_interval_s,
+            workers=workers,
             listeners=lambda: list(server.LISTENERS),
         )
         self.monitor.start()
+        with never_raise("metrics.setup"):
+            self.metrics = self._master_metrics(server, self.board, workers)
+
+    def _master_metrics(
+        self, server: Any, board: Board, workers: Callable[[], dict[int, int]]
+    ) -> MasterMetrics | None:
+        """gunicorn's own metrics, where the SDK was configured with a metric exporter."""
+        provider = metrics.get_meter_provider()
+        if not self.export.metric_exports or not isinstance(provider, MeterProvider):
+            return None
+        sdk_config = provider._sdk_config
+        return MasterMetrics(
+            board,
+            self.export.metric_exports,
+            sdk_config.resource.merge(master_resource(server, self.started_at)),
+            workers,
+            views=sdk_config.views,
+        )
 
     def pre_fork(self, worker: Any) -> None:
         if self.config.gc_freeze:
@@ -128,29 +166,55 @@ class MasterSide:
 
     def after_fork_in_worker(self) -> None:
         self.monitor = None  # the master's; its thread did not cross the fork
+        self.metrics = None  # the master's; workers have their own
 
     def child_exit(self, server: Any, worker: Any) -> None:
         status = self.exit_statuses.pop(worker.pid)
         slot = slot_of(worker)
+        in_flight: list[WorkerRequest] = []
+        if slot is not None and self.board is not None:
+            with never_raise("board.read_exit"):
+                in_flight = self._requests_left(worker, slot)
+        timed_out = bool(getattr(worker, "aborted", False)) or any(
+            request.event_out for request in in_flight
+        )
+        if self.metrics is not None:
+            with never_raise("metrics.count_exit"):
+                self._count_exit_reason(server, worker, slot, status, timed_out)
         if slot is None or self.board is None:
             return
-        with never_raise("board.count_exit"):
-            self._count_exit(worker, slot)
+        if in_flight:  # a worker that ended mid-request: a timeout or a crash, for a live view
+            with never_raise("board.count_exit"):
+                self.board.count_exit(timeout=timed_out)
         with never_raise("fallback.send"):
             self._send_fallback_event(server, worker, slot, status)
         self.board.free_slot(slot)
 
-    def _count_exit(self, worker: Any, slot: int) -> None:
-        """A worker that ended mid-request counts as a timeout or a crash (for a live view)."""
+    def _requests_left(self, worker: Any, slot: int) -> list[WorkerRequest]:
+        """The requests ``worker`` was serving when it ended, as its slot shows them."""
         assert self.board is not None
         pid, _ = self.board.read_worker(slot)
-        in_flight = [request for _, request in self.board.requests_in_flight(slot)]
-        if pid != worker.pid or not in_flight:
-            return
-        timed_out = bool(getattr(worker, "aborted", False)) or any(
-            request.event_out for request in in_flight
+        if pid != worker.pid:
+            return []
+        return [request for _, request in self.board.requests_in_flight(slot)]
+
+    def _count_exit_reason(
+        self, server: Any, worker: Any, slot: int | None, status: int | None, timed_out: bool
+    ) -> None:
+        assert self.metrics is not None
+        served = 0
+        if slot is not None and self.board is not None:
+            served = self.board.requests_started(slot)
+        reason = metric_exit_reason(
+            status,
+            timed_out=timed_out,
+            # gunicorn's Arbiter.stop() drops its listeners before it stops the workers.
+            stopping=not server.LISTENERS,
+            reloaded=bool(getattr(worker, RELOADED_ATTRIBUTE, False)),
+            served=served,
+            max_requests=int(getattr(server.cfg, "max_requests", 0) or 0),
         )
-        self.board.count_exit(timeout=timed_out)
+        self.metrics.count_exit(reason)
 
     def _send_fallback_event(self, server: Any, worker: Any, slot: int, status: int | None) -> None:
         """The worker died mid-request with no event out: send one per request from the board."""
@@ -179,10 +243,13 @@ class MasterSide:
             board.mark_event_out(slot, entry)
             attributes = fallback_attributes(request, slot, event_type, error_type, now)
             events.append((request, attributes, resource))
-        listeners = [fd for listener in server.LISTENERS if (fd := _fileno(listener)) is not None]
+            if self.metrics is not None:
+                self.metrics.record_request(request, error_type, now)
         spooled = self._take_plain_leftovers(spool)
         if events or spooled:
-            send_from_child(events, processor.exporter_types, listeners, spooled=spooled)
+            send_from_child(
+                events, processor.exporter_types, _listener_fds(server), spooled=spooled
+            )
 
     @staticmethod
     def _take_plain_leftovers(spool: Spool | None) -> list[Record]:
@@ -207,6 +274,9 @@ class MasterSide:
             self.monitor.stop()
         with never_raise("board.drain"):
             self._drain(server)
+        if self.metrics is not None:
+            # Its workers' exits included; gunicorn does not wait for the child.
+            self.metrics.export_now(_listener_fds(server), self.config.exit_flush_timeout_s)
 
     def _drain(self, server: Any) -> None:
         """gunicorn exits: what its killed workers left on the board goes out now.
@@ -243,6 +313,8 @@ class MasterSide:
                 board.mark_event_out(slot, entry)
                 attributes = fallback_attributes(request, slot, EventType.CRASH, "shutdown", now)
                 events.append((request, attributes, resource))
+                if self.metrics is not None:
+                    self.metrics.record_request(request, "shutdown", now)
         if events or spooled:
             send_from_child(
                 events,
@@ -259,6 +331,11 @@ def _in_spool(request: WorkerRequest, spool: Spool | None) -> bool:
         and spool is not None
         and spool.holds_span(request.span_id)
     )
+
+
+def _listener_fds(server: Any) -> list[int]:
+    """gunicorn's listening sockets, which an exporting child closes first."""
+    return [fd for listener in server.LISTENERS if (fd := _fileno(listener)) is not None]
 
 
 def _fileno(listener: Any) -> int | None:

@@ -32,6 +32,7 @@ from .._attributes import EventType, exception_attributes, finish_span, span_nam
 from .._config import Config
 from .._os_threads import allocate_lock
 from .http import REDACTED, redact_path
+from .metrics import NOT_STARTED, RequestRecorder, Started, no_request_metrics
 from .slot import NoEntry, NoSlot, SlotEntry, WorkerSlot, no_entry, no_slot
 
 # A real lock also under gevent: the watchdog's OS thread races the request's greenlet for it.
@@ -125,7 +126,9 @@ class RequestEvent:
         "log_fields",
         "log_first_error",
         "log_warnings",
+        "measured",
         "method",
+        "metrics",
         "route",
         "secrets",
         "slot",
@@ -148,7 +151,11 @@ class RequestEvent:
         *,
         sql_max_length: int = DEFAULT_SQL_MAX_LENGTH,
         client: Any = None,
+        metrics: RequestRecorder = no_request_metrics,
+        request_attributes: Mapping[str, AttributeValue] | None = None,
     ) -> None:
+        """``metrics`` counts the request active from now on, by its ``request_attributes``
+        (those its span started with), until the event ends."""
         self.span = span
         self.slot = slot
         self.entry = entry  # the request's own entry of the slot
@@ -185,6 +192,12 @@ class RequestEvent:
         self.log_errors = 0
         self.log_first_error: str | None = None
         self.log_fields: dict[str, object] | None = None  # what its log records carry
+        self.metrics = metrics
+        self.measured: Started = (
+            metrics.request_started(request_attributes)
+            if request_attributes is not None
+            else NOT_STARTED
+        )
 
     # -- while the request runs ----------------------------------------------------------
 
@@ -320,7 +333,10 @@ class RequestEvent:
             scrub_secrets(self.secrets, attributes, getattr(self.span, "attributes", None))
         name = span_name(self.method, self.route) if self.route is not None else None
         self.entry.ending()
+        duration_s = time.monotonic() - self.started
         finish_span(self.span, attributes, event_type, error, name=name, end_time_ns=end_time_ns)
+        # After the span: finish_span gave a timeout its error.type.
+        self.metrics.request_ended(self.measured, attributes, duration_s, self.span)
         return True
 
     def _add_cpu_time(self, attributes: dict[str, AttributeValue]) -> None:

@@ -32,6 +32,7 @@ from .._attributes import ENVIRON_SPAN_ID, ENVIRON_TRACE_ID, exception_attribute
 from .._guard import never_raise
 from .event import RequestEvent, current_event, exception_left_to_gunicorn
 from .http import HttpAttributes
+from .metrics import RequestRecorder, no_request_metrics
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import SpanStarter
 
@@ -104,7 +105,7 @@ def environ_of(req: Any, addr: Any) -> dict[str, Any]:
 class RejectedRequests:
     """Replaces a worker's ``handle_error`` so that every answer it writes is an event."""
 
-    __slots__ = ("http", "original", "slot", "spans", "sql_max_length")
+    __slots__ = ("http", "metrics", "original", "slot", "spans", "sql_max_length")
 
     def __init__(
         self,
@@ -113,8 +114,11 @@ class RejectedRequests:
         http: HttpAttributes,
         sql_max_length: int,
         slot: WorkerSlot | NoSlot = no_slot,
+        *,
+        metrics: RequestRecorder = no_request_metrics,
     ) -> None:
         self.original = original
+        self.metrics = metrics
         self.spans = spans
         self.http = http
         self.sql_max_length = sql_max_length
@@ -154,7 +158,15 @@ class RejectedRequests:
             entry = self.slot.request_started(
                 span, method, str(attributes.get(URL_PATH, "")), str(attributes.get(URL_QUERY, ""))
             )
-            event = RequestEvent(span, method, self.slot, entry, sql_max_length=self.sql_max_length)
+            event = RequestEvent(
+                span,
+                method,
+                self.slot,
+                entry,
+                sql_max_length=self.sql_max_length,
+                metrics=self.metrics,
+                request_attributes=attributes,
+            )
             described = exception_attributes(
                 exc, stacktrace=False, message_limit=MAX_MESSAGE_LENGTH
             )

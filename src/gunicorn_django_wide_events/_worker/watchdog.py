@@ -53,6 +53,11 @@ UNWATCHABLE_WORKER_MODULES: Final = ("gunicorn.workers.geventlet",)
 # gevent's workers (and their subclasses): requests are greenlets, the watchdog a real thread.
 GREENLET_WORKER_MODULES: Final = ("gunicorn.workers.ggevent",)
 _fire_guard: Final = never_raise("watchdog.fire")
+# What a worker exiting after its timeout event gives its last spans and metric points.
+EXIT_FLUSH_S: Final = 0.5
+
+FlushBeforeExit = Callable[[float], object]
+"""Exports what the worker still holds, waiting at most so many seconds."""
 
 
 class Watched(Protocol):
@@ -101,11 +106,14 @@ class Watchdog:
         *,
         deadlines: Deadlines,
         trim_through: Collection[str] = (),
+        flush_before_exit: FlushBeforeExit | None = None,
     ) -> None:
         self.due = deadlines.due
         self._answers_timeouts = deadlines.sync
         self._after_timeout = (
-            abort_sync_worker(processor) if deadlines.sync else log_timeout_of(processor)
+            abort_sync_worker(processor, flush_before_exit)
+            if deadlines.sync
+            else log_timeout_of(processor)
         )
         # No request registered during an idle wait this long can be due before it ends.
         self._idle_wait_s = max(deadlines.budget_s, 0.05)
@@ -227,18 +235,25 @@ def log_timeout_of(processor: WorkerSpanProcessor | None) -> Callable[[Watched],
     return lambda request: log_timeout(request, processor)
 
 
-def exit_worker(processor: WorkerSpanProcessor | None) -> None:
+def exit_worker(
+    processor: WorkerSpanProcessor | None, flush_before_exit: FlushBeforeExit | None = None
+) -> None:
     """Leave on the watchdog's terms, before gunicorn's kill: code 1, as its abort path does."""
-    if processor is not None:
-        # The requests' child spans are still queued; flush them, briefly (force_flush
-        # itself has no deadline on a dead collector).
-        run_for_at_most(processor.force_flush, 0.5)
+    # The requests' child spans are still queued, and the worker's metric points (the
+    # timeouts' own among them) wait for the next export: flush them, briefly, before
+    # gunicorn's SIGKILL could come (force_flush has no deadline on a dead collector).
+    if flush_before_exit is not None:
+        flush_before_exit(EXIT_FLUSH_S)
+    elif processor is not None:
+        run_for_at_most(processor.force_flush, EXIT_FLUSH_S)
     logging.shutdown()
     os._exit(TIMEOUT_EXIT_CODE)
 
 
-def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watched], None]:
-    """What a sync worker does after a timeout event: answer, log one line, exit."""
+def abort_sync_worker(
+    processor: WorkerSpanProcessor | None, flush_before_exit: FlushBeforeExit | None = None
+) -> Callable[[Watched], None]:
+    """What a sync worker does after a timeout event: answer, log one line, flush, exit."""
 
     def abort(request: Watched) -> None:
         if not request.headers_sent and request.client is not None:
@@ -246,7 +261,7 @@ def abort_sync_worker(processor: WorkerSpanProcessor | None) -> Callable[[Watche
                 request.client.settimeout(1.0)
                 request.client.sendall(TIMEOUT_RESPONSE)
         log_timeout(request, processor)
-        exit_worker(processor)
+        exit_worker(processor, flush_before_exit)
 
     return abort
 
@@ -326,6 +341,7 @@ def watchdog_for(
     config: Config,
     processor: WorkerSpanProcessor | None,
     trim_through: Collection[str] = (),
+    flush_before_exit: FlushBeforeExit | None = None,
 ) -> Watchdog | NoWatchdog:
     """The watchdog a gunicorn worker gets, started; ``no_watchdog`` where none can work."""
     if is_worker_of(worker, UNWATCHABLE_WORKER_MODULES):
@@ -357,6 +373,11 @@ def watchdog_for(
         logger.info(greenlet_watchdog.describe(type(worker).__name__))
         watchdog = greenlet_watchdog
     else:
-        watchdog = Watchdog(processor, deadlines=deadlines, trim_through=trim_through)
+        watchdog = Watchdog(
+            processor,
+            deadlines=deadlines,
+            trim_through=trim_through,
+            flush_before_exit=flush_before_exit,
+        )
     watchdog.start()
     return watchdog

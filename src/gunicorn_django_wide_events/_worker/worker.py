@@ -1,10 +1,10 @@
 """The worker side of gunicorn's hooks: what a worker builds after fork and tears down at exit.
 
-After fork: its board slot, its resource, its own exporters (``post_fork``); then, once
-gunicorn has loaded the app, the watchdog and the request path around the app
-(``post_worker_init``): the WSGI path, or the ASGI path for a worker serving an ASGI app
-(``_worker/asgi_worker.py`` says which). At exit: the watchdog stops and the last spans are
-exported within a bounded time (``worker_exit``).
+After fork: its board slot, its resource, its own exporters and its metric instruments
+(``post_fork``); then, once gunicorn has loaded the app, the watchdog and the request path
+around the app (``post_worker_init``): the WSGI path, or the ASGI path for a worker serving an
+ASGI app (``_worker/asgi_worker.py`` says which). At exit: the watchdog stops and the last spans
+and metric points are exported within a bounded time (``worker_exit``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
 
 from .. import __about__
@@ -29,10 +29,11 @@ from .event import RequestEvent
 from .greenlets import GreenletRequestEvent, adapt_to_gevent_patches, serves_greenlets
 from .http import HttpAttributes
 from .loop_watchdog import EventLoopWatch, loop_watchdog_for
+from .metrics import NoRequestMetrics, RequestMetrics, no_request_metrics, request_metrics_for
 from .rejected import RejectedRequests
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import server_span_starter
-from .watchdog import NoWatchdog, Watchdog, no_watchdog, watchdog_for
+from .watchdog import EXIT_FLUSH_S, NoWatchdog, Watchdog, no_watchdog, watchdog_for
 from .wsgi import WideEventsMiddleware
 
 TRACER_NAME: Final = "gunicorn_django_wide_events"
@@ -53,6 +54,7 @@ class WorkerSide:
         self.http = HttpAttributes(config)  # built before fork: its patterns are compiled once
         self.slot: WorkerSlot | NoSlot = no_slot
         self.watchdog: Watchdog | NoWatchdog = no_watchdog
+        self.metrics: RequestMetrics | NoRequestMetrics = no_request_metrics
 
     def post_fork(self, server: Any, worker: Any, board: Board | None) -> None:
         forget_reports()
@@ -63,10 +65,16 @@ class WorkerSide:
             spool = self.slot.spool  # what the slot's last worker left is sent first
             if spool is not None:
                 spool.adopt()
-        # The logs pipeline too: the app's log records say which worker made them.
+        # The logs and metrics pipelines too: the app's log records and every metric point
+        # (each worker its own series) say which worker made them.
+        providers = (
+            trace.get_tracer_provider(),
+            get_logger_provider(),
+            metrics.get_meter_provider(),
+        )
         updates = [
             update
-            for provider in (trace.get_tracer_provider(), get_logger_provider())
+            for provider in providers
             if (update := getattr(provider, "_update_resource", None)) is not None
         ]
         if updates:
@@ -79,6 +87,8 @@ class WorkerSide:
             urgent_timeout_s=max(MIN_URGENT_EXPORT_S, URGENT_SHARE_OF_MARGIN * margin_s),
             spool=spool,
         )
+        # Instruments once per worker, on the meter provider whose readers were just built.
+        self.metrics = request_metrics_for(self.export.metrics_exported())
 
     def post_worker_init(self, worker: Any) -> None:
         app_attribute = asgi_app_attribute(worker)
@@ -90,6 +100,7 @@ class WorkerSide:
             self.config,
             self.export.span_processor,
             trim_through=(wsgi.__file__,),
+            flush_before_exit=self.export.flush_before_exit,
         )
         event_class = RequestEvent
         if serves_greenlets(worker):
@@ -105,9 +116,10 @@ class WorkerSide:
             slot=self.slot,
             watchdog=self.watchdog,
             event_class=event_class,
+            metrics=self.metrics,
         )
         worker.handle_error = RejectedRequests(
-            worker.handle_error, spans, self.http, sql_max_length, self.slot
+            worker.handle_error, spans, self.http, sql_max_length, self.slot, metrics=self.metrics
         )
 
     def _serve_asgi(self, worker: Any, app_attribute: str) -> None:
@@ -143,8 +155,11 @@ class WorkerSide:
         abort_in_main_thread(worker)
 
     def worker_abort(self) -> None:
-        """gunicorn's SIGABRT came before a deadline (margin too small): send the events now."""
+        """gunicorn's SIGABRT came before a deadline (margin too small): send the events now,
+        then, side by side and briefly (gunicorn's SIGKILL follows), the spans and metric points
+        still held: the exit's own shutdown gets to the metrics only after the spans."""
         self.watchdog.fire_all()
+        self.export.flush_before_exit(EXIT_FLUSH_S)
 
     def worker_exit(self, server: Any) -> None:
         self.watchdog.stop()

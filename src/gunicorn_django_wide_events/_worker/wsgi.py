@@ -19,6 +19,7 @@ from .._attributes import ENVIRON_SPAN_ID, ENVIRON_TRACE_ID
 from .._guard import never_raise
 from .event import RequestEvent, current_event, exception_left_to_gunicorn
 from .http import HttpAttributes, is_ascii_number
+from .metrics import RequestRecorder, no_request_metrics
 from .propagation import CallerContext
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import SpanStarter
@@ -165,6 +166,7 @@ class WideEventsMiddleware:
         "caller_context",
         "event_class",
         "http",
+        "metrics",
         "slot",
         "spans",
         "sql_max_length",
@@ -181,9 +183,11 @@ class WideEventsMiddleware:
         slot: WorkerSlot | NoSlot = no_slot,
         watchdog: Watchdog | NoWatchdog = no_watchdog,
         event_class: type[RequestEvent] = RequestEvent,
+        metrics: RequestRecorder = no_request_metrics,
     ) -> None:
         self.watchdog = watchdog
         self.event_class = event_class  # what the worker class's requests are (greenlets.py)
+        self.metrics = metrics
         self.app = app
         self.spans = spans
         self.http = http
@@ -226,6 +230,8 @@ class WideEventsMiddleware:
                 entry,
                 sql_max_length=self.sql_max_length,
                 client=environ.get("gunicorn.socket"),
+                metrics=self.metrics,
+                request_attributes=attributes,
             )
             # For gunicorn's --access-logformat, which can print only what gunicorn hands it
             # (environ, headers, response), and for the app (Django's request.META).

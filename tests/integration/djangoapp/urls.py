@@ -12,6 +12,7 @@ urlpatterns = [
     path("sql/", views.sql, name="sql"),
     path("slow/", views.slow, name="slow"),
     path("stream/", views.stream, name="stream"),
+    path("stream-large/", views.stream_large, name="stream-large"),
     path("stream-raise/", views.stream_raise, name="stream-raise"),
     path("stream-raise-at-once/", views.stream_raise_at_once, name="stream-raise-at-once"),
     path("attrs/", views.attrs, name="attrs"),

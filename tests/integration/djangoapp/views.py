@@ -76,6 +76,18 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(_chunks(), content_type="text/plain")
 
 
+LARGE_STREAM_CHUNK = bytes(256 * 1024)
+LARGE_STREAM_CHUNKS = 256  # 64 MiB: far more than any socket buffer holds
+
+
+def stream_large(request: HttpRequest) -> StreamingHttpResponse:
+    """More than the sockets can buffer: the worker is still writing when a client that reads
+    only the start goes away, whatever the timing."""
+    return StreamingHttpResponse(
+        (LARGE_STREAM_CHUNK for _ in range(LARGE_STREAM_CHUNKS)), content_type="text/plain"
+    )
+
+
 def _chunks_then_error() -> Iterator[bytes]:
     yield STREAM_CHUNK
     raise RuntimeError("mid-stream")

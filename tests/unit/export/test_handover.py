@@ -25,6 +25,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -515,3 +516,68 @@ def test_take_over_passes_the_environ_to_the_limit(make_sdk: Callable[..., Sdk])
     sdk = make_sdk()
     ForkSafeExport().take_over({"OTEL_ATTRIBUTE_COUNT_LIMIT": "64"})
     assert sdk.tracer_provider._span_limits.max_span_attributes == 128
+
+
+# --- metrics: what the master and each worker rebuild --------------------------------------
+
+
+def test_take_over_remembers_each_metric_exporter_and_its_reader_settings(
+    make_sdk: Callable[..., Sdk], fork_safe: ForkSafeExport
+) -> None:
+    """The exporter's class, temporality and aggregation, and the reader's interval and timeout:
+    what the master's own metrics are collected and exported with."""
+    sdk = make_sdk()
+    (reader,) = sdk.metric_readers
+    exporter = RecordingMetricExporter.instances[0]
+    fork_safe.take_over({})
+    (export,) = fork_safe.metric_exports
+    assert export.exporter_type is RecordingMetricExporter
+    assert export.preferred_temporality == dict(exporter._preferred_temporality or {})
+    assert export.preferred_aggregation == dict(exporter._preferred_aggregation or {})
+    assert export.interval_s == reader._export_interval_millis / 1e3 == 60.0
+    assert export.timeout_s == reader._export_timeout_millis / 1e3
+
+
+def test_metrics_are_exported_where_a_reader_was_handed_over(
+    make_sdk: Callable[..., Sdk], fork_safe: ForkSafeExport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A metric exporter handed over: exported; no SDK meter provider, or none with readers
+    (OTEL_METRICS_EXPORTER=none): not."""
+    make_sdk()
+    fork_safe.take_over({})
+    assert fork_safe.metrics_exported() is True
+    monkeypatch.setattr(export.metrics, "get_meter_provider", NoOpMeterProvider)
+    assert fork_safe.metrics_exported() is False
+    without_readers = MeterProvider(shutdown_on_exit=False)
+    monkeypatch.setattr(export.metrics, "get_meter_provider", lambda: without_readers)
+    assert ForkSafeExport().metrics_exported() is False
+
+
+def test_flush_before_exit_sends_the_metric_points_and_spans(
+    make_sdk: Callable[..., Sdk], fork_safe: ForkSafeExport
+) -> None:
+    sdk = make_sdk()
+    fork_safe.take_over({})
+    fork_safe.start_in_worker()
+    sdk.meter_provider.get_meter(__name__).create_counter("requests").add(1)
+    sdk.end_span("last")
+    assert fork_safe.flush_before_exit(WAIT_S) is True
+    _, worker_metric_exporter = RecordingMetricExporter.instances
+    assert worker_metric_exporter.exported
+    _, worker_span_exporter = RecordingSpanExporter.instances
+    assert names(worker_span_exporter.get_finished_spans()) == ["last"]
+
+
+def test_flush_before_exit_waits_no_longer_than_told(
+    make_sdk: Callable[..., Sdk], fork_safe: ForkSafeExport
+) -> None:
+    """A span export stuck on the collector does not hold a timed-out worker's exit."""
+    sdk = make_sdk(BlockingSpanExporter())
+    fork_safe.take_over({})
+    fork_safe.start_in_worker()
+    sdk.end_span("stuck")
+    started = time.monotonic()
+    assert fork_safe.flush_before_exit(0.3) is False
+    assert time.monotonic() - started < WAIT_S / 2
+    for exporter in BlockingSpanExporter.instances:
+        exporter.shutdown()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -75,3 +76,28 @@ def test_sdk_metric_reader_registration(threads_before: set[threading.Thread]) -
         assert RecordingMetricExporter.instances[0].shut_down
     finally:
         provider.shutdown()
+
+
+def test_sdk_metric_internals_the_package_reads(make_sdk: Callable[..., Sdk]) -> None:
+    """What the master's metrics (handover.py, _master/master.py) and each worker's resource
+    read of the SDK: the exporter's preferences, the reader's interval and timeout, the meter
+    provider's configuration and its resource update."""
+    sdk = make_sdk()
+    (reader,) = sdk.metric_readers
+    exporter = reader._exporter
+    # None for an exporter that prefers nothing (handover.py reads it as {}).
+    assert isinstance(exporter._preferred_temporality, (dict, type(None)))
+    assert isinstance(exporter._preferred_aggregation, (dict, type(None)))
+    assert reader._export_interval_millis == 60_000
+    assert isinstance(reader._export_timeout_millis, float)
+    sdk_config = sdk.meter_provider._sdk_config
+    assert isinstance(sdk_config.views, (list, tuple))
+    assert sdk_config.exemplar_filter is not None
+    sdk.meter_provider._update_resource(Resource({"service.instance.id": "worker-1"}))
+    assert sdk_config.resource.attributes["service.instance.id"] == "worker-1"
+    counter = sdk.meter_provider.get_meter(__name__).create_counter("requests")
+    counter.add(1)
+    assert reader.force_flush()
+    (data,) = RecordingMetricExporter.instances[0].exported
+    (resource_metrics,) = data.resource_metrics
+    assert resource_metrics.resource.attributes["service.instance.id"] == "worker-1"
