@@ -28,6 +28,7 @@ from opentelemetry.util.types import AttributeValue
 from .._guard import never_raise
 from .event import RequestEvent, current_event
 from .http import HttpAttributes
+from .metrics import RequestRecorder, no_request_metrics
 from .propagation import CallerContext
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import SpanStarter
@@ -271,6 +272,7 @@ class WideEventsAsgiMiddleware:
         "caller_context",
         "http",
         "loop",
+        "metrics",
         "slot",
         "spans",
         "sql_max_length",
@@ -287,6 +289,7 @@ class WideEventsAsgiMiddleware:
         slot: WorkerSlot | NoSlot = no_slot,
         watchdog: Watchdog | NoWatchdog = no_watchdog,
         loop: LoopAttachment = no_loop_attachment,
+        metrics: RequestRecorder = no_request_metrics,
     ) -> None:
         self.app = app
         self.spans = spans
@@ -295,6 +298,7 @@ class WideEventsAsgiMiddleware:
         self.slot = slot
         self.watchdog = watchdog
         self.loop = loop
+        self.metrics = metrics
         self.caller_context = CallerContext()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -323,7 +327,17 @@ class WideEventsAsgiMiddleware:
             entry = slot.request_started(
                 span, method, str(attributes.get(URL_PATH, "")), str(attributes.get(URL_QUERY, ""))
             )
-            event = AsgiRequestEvent(span, method, slot, entry, sql_max_length=self.sql_max_length)
+            # Active from here to the event's end (whichever ends it: the last body message, the
+            # app's return, the watchdog), its duration recorded there (``RequestEvent.finish``).
+            event = AsgiRequestEvent(
+                span,
+                method,
+                slot,
+                entry,
+                sql_max_length=self.sql_max_length,
+                metrics=self.metrics,
+                request_attributes=attributes,
+            )
             self.loop.request_started(event)
             return AsgiRequest(event, self.http, self.watchdog, send)
         except Exception:

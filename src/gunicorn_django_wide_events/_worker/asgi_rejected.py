@@ -25,6 +25,7 @@ from .._attributes import exception_attributes
 from .._guard import never_raise
 from .event import RequestEvent, current_event
 from .http import HttpAttributes
+from .metrics import RequestRecorder, no_request_metrics
 from .rejected import MAX_MESSAGE_LENGTH, environ_of, method_read_before
 from .slot import NoSlot, WorkerSlot, no_slot
 from .span import SpanStarter
@@ -44,7 +45,7 @@ SendErrorResponse = Callable[..., None]
 class RejectedAsgiRequests:
     """Makes the event of each malformed request the protocol answers."""
 
-    __slots__ = ("http", "slot", "spans", "sql_max_length")
+    __slots__ = ("http", "metrics", "slot", "spans", "sql_max_length")
 
     def __init__(
         self,
@@ -52,7 +53,10 @@ class RejectedAsgiRequests:
         http: HttpAttributes,
         sql_max_length: int,
         slot: WorkerSlot | NoSlot = no_slot,
+        *,
+        metrics: RequestRecorder = no_request_metrics,
     ) -> None:
+        self.metrics = metrics
         self.spans = spans
         self.http = http
         self.sql_max_length = sql_max_length
@@ -83,7 +87,15 @@ class RejectedAsgiRequests:
             method, attributes = self.http.request_attributes(environ)
             span = self.spans.start_span(method, None, attributes)
             entry = self.slot.request_started(span, method, "")  # busy, and counted
-            event = RequestEvent(span, method, self.slot, entry, sql_max_length=self.sql_max_length)
+            event = RequestEvent(
+                span,
+                method,
+                self.slot,
+                entry,
+                sql_max_length=self.sql_max_length,
+                metrics=self.metrics,
+                request_attributes=attributes,
+            )
             event.status_code = status
             described = exception_attributes(
                 exc, stacktrace=False, message_limit=MAX_MESSAGE_LENGTH

@@ -46,6 +46,7 @@ from .asgi import AsgiRequestEvent, LoopAttachment
 from .event import current_event
 from .watchdog import (
     Deadlines,
+    FlushBeforeExit,
     Heartbeat,
     NoWatchdog,
     Watchdog,
@@ -244,10 +245,12 @@ class LoopWatchdog(Watchdog):
         heartbeat: Heartbeat | None,
         kill_budget_s: float,
         trim_through: Collection[str] = (),
+        flush_before_exit: FlushBeforeExit | None = None,
     ) -> None:
         super().__init__(
             processor, deadlines=deadlines, trim_through=(*trim_through, *LOOP_MACHINERY)
         )
+        self._flush_before_exit = flush_before_exit
         self._loop = loop
         self._heartbeat = heartbeat
         self._kill_budget_s = kill_budget_s
@@ -301,7 +304,8 @@ class LoopWatchdog(Watchdog):
                 now - self._loop.ticked_at,
                 ", ".join(blocking) or "code outside the requests in flight",
             )
-            exit_worker(self._processor)
+            # The timeouts' duration points go out with their child spans, before the exit.
+            exit_worker(self._processor, self._flush_before_exit)
 
 
 def loop_watchdog_for(
@@ -309,7 +313,9 @@ def loop_watchdog_for(
     config: Config,
     processor: WorkerSpanProcessor | None,
     loop: EventLoopWatch,
+    *,
     trim_through: Collection[str] = (),
+    flush_before_exit: FlushBeforeExit | None = None,
 ) -> LoopWatchdog | NoWatchdog:
     """The watchdog an event-loop worker gets, started; ``no_watchdog`` with nothing to watch."""
     timeout, margin = timeout_and_margin(worker, config)
@@ -323,6 +329,7 @@ def loop_watchdog_for(
         heartbeat=Heartbeat(worker.tmp) if timeout else None,
         kill_budget_s=timeout - margin,
         trim_through=trim_through,
+        flush_before_exit=flush_before_exit,
     )
     watchdog.start()
     return watchdog

@@ -13,7 +13,8 @@ The instruments are created once per worker, after fork, on the meter provider
 provider, ``OTEL_METRICS_EXPORTER=none``), the request path gets ``no_request_metrics``, whose
 methods do nothing: no attributes are even picked.
 
-Another request path (an ASGI one, say) records the same way: ``request_started`` with the
+Both request paths (``wsgi``, ``asgi``) and both kinds of rejected requests (``rejected``,
+``asgi_rejected``) record the same way, through ``RequestEvent``: ``request_started`` with the
 attributes known at the start, and ``request_ended`` with what it returned, the event's final
 attributes and the request's duration.
 """

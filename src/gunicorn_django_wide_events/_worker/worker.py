@@ -135,6 +135,7 @@ class WorkerSide:
             self.export.span_processor,
             loop,
             trim_through=(asgi.__file__,),
+            flush_before_exit=self.export.flush_before_exit,
         )
         setattr(
             worker,
@@ -148,10 +149,15 @@ class WorkerSide:
                 watchdog=self.watchdog,
                 # Nothing watches the loop without a watchdog (--timeout 0): no tick, no tasks.
                 loop=loop if self.watchdog is not no_watchdog else no_loop_attachment,
+                metrics=self.metrics,
             ),
         )
         if is_gunicorn_asgi_worker(worker):
-            patch_asgi_protocol(RejectedAsgiRequests(spans, self.http, sql_max_length, self.slot))
+            patch_asgi_protocol(
+                RejectedAsgiRequests(
+                    spans, self.http, sql_max_length, self.slot, metrics=self.metrics
+                )
+            )
         abort_in_main_thread(worker)
 
     def worker_abort(self) -> None:
