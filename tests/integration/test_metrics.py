@@ -26,7 +26,11 @@ import pytest
 from tests.integration.conftest import LOOPBACK, GunicornServer, StartGunicorn, free_port
 from tests.integration.events import send
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedMetricPoint, latest_points
+from tests.integration.test_asgi_workers import GUNICORN_TIMEOUT, start_asgi
+from tests.integration.test_asgi_workers import WORKER_CLASSES as ASGI_WORKER_CLASSES
 from tests.integration.test_monitor_and_board import FORK_WARNING, NO_CONTROL_SOCKET
+from tests.integration.test_requests_in_flight import event_while, send_in_background
+from tests.integration.test_timeout_events import send_stuck, wait_for_log
 from tests.waiting import wait_until
 
 PROTOCOLS = ["grpc", "http/protobuf"]
@@ -278,6 +282,145 @@ def test_a_gevent_workers_concurrent_requests_are_counted_each(
     keys = ("http.route", "http.response.status_code")
     wait_for_totals(receiver, of_workers(server, DURATION), keys, {("slow/", 200): 20})
     wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), {("GET",): 0})
+
+
+# -- the ASGI workers: the same metrics from the same events ------------------------------------
+
+
+def send_each(server: GunicornServer, path: str, count: int, status: int = 200) -> None:
+    """``count`` requests to ``path``, one after the other, each answered ``status``."""
+    for _ in range(count):
+        assert send(server, path).status == status
+
+
+@pytest.mark.parametrize("worker_class", ASGI_WORKER_CLASSES)
+def test_an_asgi_workers_requests_add_up_per_route_and_status(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, worker_class: str
+) -> None:
+    """Sync and async views, their exceptions, requests at once, a client gone mid-request (and
+    the 400 gunicorn's asgi worker answers itself): one duration point each, of its route and
+    status, error.type on the exceptions'; active while in flight, none left active."""
+    server = start_asgi(gunicorn_server, worker_class, env=METRICS_ON)
+    send_each(server, "/ok/", 5)
+    send_each(server, "/async/ok/", 4)
+    send_each(server, "/status/404/", 3, status=404)
+    send_each(server, "/raise/", 1, status=500)
+    send_each(server, "/async/raise/", 2, status=500)
+    senders = [
+        threading.Thread(target=send, args=(server, "/async/sleep/?seconds=0.3")) for _ in range(10)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    expected = {
+        ("ok/", 200): 5,
+        ("async/ok/", 200): 4,
+        ("status/<int:code>/", 404): 3,
+        ("raise/", 500): 1,
+        ("async/raise/", 500): 2,
+        ("async/sleep/", 200): 10,
+        ("async/sleep/", None): 1,  # the client that went away: no response started
+    }
+    active = {("GET",): 0}
+    if worker_class == "asgi":
+        assert server.send_raw(b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+        expected[(None, 400)] = 1
+        active[("_OTHER",)] = 0  # gunicorn could not read its method
+    # The one in flight now is active, until its client goes away.
+    with socket.create_connection((LOOPBACK, server.port), timeout=WAIT_S) as sock:
+        sock.sendall(b"GET /async/sleep/?seconds=60 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        in_flight = {**active, ("GET",): 1}
+        wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), in_flight)
+
+    keys = ("http.route", "http.response.status_code")
+    durations = wait_for_totals(receiver, of_workers(server, DURATION), keys, expected)
+    wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), active)
+
+    (worker,) = server.worker_pids()
+    assert {point.resource["process.pid"] for point in durations} == {worker}
+    errors = totals(durations, "http.route", "error.type")
+    assert errors[("raise/", "RuntimeError")] == 1
+    assert errors[("async/raise/", "RuntimeError")] == 2
+    assert errors[("async/ok/", None)] == 4
+    assert errors[("async/sleep/", None)] == 11
+    if worker_class == "asgi":
+        (rejected,) = [
+            point for point in latest_points(durations) if "http.route" not in point.attributes
+        ]
+        assert rejected.attributes["error.type"].startswith("gunicorn.")
+    # An exemplar of a duration point is a wide event of that route, from whichever thread.
+    for path, route in (("/async/ok/", "async/ok/"), ("/ok/", "ok/")):
+        events = {(event.trace_id, event.span_id) for event in receiver.events_for(path)}
+        of_route = [point for point in durations if point.attributes.get("http.route") == route]
+        exemplars = [(e.trace_id, e.span_id) for point in of_route for e in point.exemplars]
+        assert exemplars and set(exemplars) <= events
+
+
+@pytest.mark.parametrize("worker_class", ASGI_WORKER_CLASSES)
+def test_a_blocked_loops_timeouts_are_counted_before_its_worker_exits(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, worker_class: str
+) -> None:
+    """With exports a minute apart, the points of the request blocking the loop and of the one
+    awaiting beside it arrive all the same: the watchdog flushes them before it exits the
+    worker, which leaves nothing active."""
+    server = start_asgi(
+        gunicorn_server, worker_class, timeout=GUNICORN_TIMEOUT, env=METRICS_AT_EXIT_ONLY
+    )
+    (worker,) = server.wait_for_workers(1)
+    send_in_background(server, "/async/sleep/?seconds=60", 1)
+    event_while(server, receiver, active=2)  # quick /ok/ requests until one sees the other
+    assert send_stuck(server, "/async/cpu/?seconds=60") is None  # the worker went with it
+
+    routes = {"async/cpu/", "async/sleep/"}
+    points = wait_for_totals(
+        receiver,
+        lambda points: [
+            point
+            for point in of_workers(server, DURATION)(points)
+            if point.attributes.get("http.route") in routes
+        ],
+        ("http.route", "http.response.status_code", "error.type"),
+        {("async/cpu/", None, "timeout"): 1, ("async/sleep/", None, "timeout"): 1},
+    )
+    assert {point.resource["process.pid"] for point in points} == {worker}
+    assert all(0 < (point.sum or 0) < GUNICORN_TIMEOUT for point in points)
+    wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), {("GET",): 0})
+    wait_for_log(server, rf"Worker \(pid:{worker}\) exited with code 1")
+    assert "WORKER TIMEOUT" not in server.log_text()
+
+
+@pytest.mark.parametrize("worker_class", ASGI_WORKER_CLASSES)
+def test_a_slow_cooperative_asgi_request_is_one_timeout_point_at_its_deadline(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, worker_class: str
+) -> None:
+    """Past WIDE_EVENTS_REQUEST_TIMEOUT, an awaiting view and a sync view in its thread are
+    timeout points (no status: none was sent yet) and stop counting as active, though they go
+    on to answer; their end adds no second point; the worker serves others meanwhile."""
+    server = start_asgi(
+        gunicorn_server, worker_class, env={**METRICS_ON, "WIDE_EVENTS_REQUEST_TIMEOUT": "1"}
+    )
+    slow = [
+        threading.Thread(target=send, args=(server, f"{path}?seconds=2.5"))
+        for path in ("/async/sleep/", "/slow/")
+    ]
+    for sender in slow:
+        sender.start()
+    send_each(server, "/async/ok/", 2)
+    for sender in slow:
+        sender.join()
+    send_each(server, "/async/ok/", 1)  # its point is exported after the slow ones ended
+
+    keys = ("http.route", "http.response.status_code", "error.type")
+    expected = {
+        ("async/sleep/", None, "timeout"): 1,
+        ("slow/", None, "timeout"): 1,
+        ("async/ok/", 200, None): 3,
+    }
+    durations = wait_for_totals(receiver, of_workers(server, DURATION), keys, expected)
+    wait_for_totals(receiver, of_workers(server, ACTIVE), ("http.request.method",), {("GET",): 0})
+    timed_out = [p for p in latest_points(durations) if p.attributes.get("error.type") == "timeout"]
+    assert all(1 <= (point.sum or 0) < 2.5 for point in timed_out)
 
 
 def test_workers_replaced_after_max_requests_and_reload_are_counted_so(

@@ -19,7 +19,15 @@ from gunicorn_django_wide_events._worker.asgi import (
 )
 from gunicorn_django_wide_events._worker.asgi_worker import is_asgi_app
 from gunicorn_django_wide_events._worker.http import HttpAttributes
+from gunicorn_django_wide_events._worker.metrics import (
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_SERVER_REQUEST_DURATION,
+    RequestMetrics,
+    RequestRecorder,
+    no_request_metrics,
+)
 from gunicorn_django_wide_events._worker.span import TracerSpanStarter
+from tests.unit.worker.metering import Metering
 from tests.unit.worker.tracing import SQL_MAX, Tracing
 
 App = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -62,12 +70,15 @@ class Server:
         self.sent.append(message)
 
 
-def middleware(tracing: Tracing, app: App) -> WideEventsAsgiMiddleware:
+def middleware(
+    tracing: Tracing, app: App, metrics: RequestRecorder = no_request_metrics
+) -> WideEventsAsgiMiddleware:
     return WideEventsAsgiMiddleware(
         app,
         TracerSpanStarter(tracing.tracer),
         http=HttpAttributes(Config()),
         sql_max_length=SQL_MAX,
+        metrics=metrics,
     )
 
 
@@ -262,6 +273,54 @@ def test_concurrent_requests_in_one_loop_never_mix(tracing: Tracing) -> None:
         attributes = span.attributes or {}
         assert attributes["app.path"] == attributes["url.path"]
         assert attributes["http.response.body.size"] == len(str(attributes["url.path"]))
+
+
+def test_every_request_is_active_until_its_event_ends_and_one_duration_point(
+    tracing: Tracing, metering: Metering
+) -> None:
+    """Ten requests at once on one loop, ending every way an ASGI event ends (the last body
+    message, the app's 500, a client gone, a cancellation): each active while it runs, one
+    point each of its status, none left active."""
+    recorder = RequestMetrics(metering.provider.get_meter("test"))
+    active_meanwhile: list[int] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.01)
+        if not active_meanwhile:
+            (active,) = metering.points(HTTP_SERVER_ACTIVE_REQUESTS)
+            active_meanwhile.append(active.value)
+        ending = scope["path"]
+        if ending == "/raise/":
+            raise RuntimeError("boom")
+        if ending == "/cancelled/":
+            raise asyncio.CancelledError
+        await respond(send, status=404 if ending == "/missing/" else 200)
+
+    async def many() -> None:
+        wrapped = middleware(tracing, app, recorder)
+        paths = ["/ok/"] * 6 + ["/missing/", "/raise/", "/gone/", "/cancelled/"]
+        servers = [Server(fail_sending=path == "/gone/") for path in paths]
+        await asyncio.gather(
+            *(
+                wrapped(http_scope(path), server.receive, server.send)
+                for path, server in zip(paths, servers, strict=True)
+            ),
+            return_exceptions=True,
+        )
+
+    asyncio.run(many())
+
+    assert active_meanwhile == [10]
+    (active,) = metering.points(HTTP_SERVER_ACTIVE_REQUESTS)
+    assert active.value == 0
+    counts = {
+        (point.attributes.get("http.response.status_code"), point.attributes.get("error.type")):
+        point.count
+        for point in metering.points(HTTP_SERVER_REQUEST_DURATION)
+    }  # fmt: skip
+    # The client gone after the response started: its status; the one cancelled before: none.
+    assert counts == {(200, None): 7, (404, None): 1, (500, "RuntimeError"): 1, (None, None): 1}
+    assert len(tracing.finished()) == 10
 
 
 class AsyncCallable:
