@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -45,6 +46,12 @@ class LoopInThread:
     async def _attach(self) -> None:
         self.watch.attach()
 
+    async def _cancel_the_rest(self) -> None:
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
@@ -52,6 +59,10 @@ class LoopInThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
+        """Cancel the requests a test left waiting, then stop: a pending task collected with
+        its closed loop would say so on stderr ("Task was destroyed but it is pending!")."""
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            self.run(self._cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
