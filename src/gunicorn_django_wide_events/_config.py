@@ -251,9 +251,9 @@ class Config:
     console_format: str = "logfmt"
     wire_encoder: bool = True
     live_view: bool = True
-    # Per worker slot: about 1,000 wide events, the room of the SDK batch processor's queue
-    # (2,048 spans) for an app whose requests make child spans too (docs/durability.md).
-    spool_bytes: int = 2 * 2**20
+    # Opt-in while it costs the request path more (docs/durability.md); 2 MiB is the size to
+    # take: about 1,000 wide events, the room of the SDK batch processor's queue.
+    spool_bytes: int = 0
     exit_flush_timeout_s: float = 5.0
     gc_freeze: bool = True
     capture_request_headers: tuple[str, ...] = ()

@@ -29,8 +29,11 @@ from tests.integration.otlp_receiver import OtlpReceiver
 from tests.waiting import wait_until
 
 PROTOCOLS = ["grpc", "http/protobuf"]
+# The spool is opt-in (docs/durability.md): every server here but one turns it on, at the
+# size the docs suggest.
+SPOOL = {"WIDE_EVENTS_SPOOL_SIZE": "2097152"}
 # The SDK's default: finished spans wait this long in a worker before they are exported.
-DEFAULT_BATCH_DELAY = {"OTEL_BSP_SCHEDULE_DELAY": "5000"}
+DEFAULT_BATCH_DELAY = {**SPOOL, "OTEL_BSP_SCHEDULE_DELAY": "5000"}
 ARRIVAL_TIMEOUT = 60.0
 
 
@@ -112,8 +115,9 @@ def test_events_not_exported_yet_survive_a_killed_idle_worker(
 def test_with_the_spool_off_a_stopping_worker_still_sends_what_it_batched(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver
 ) -> None:
-    """``WIDE_EVENTS_SPOOL_SIZE=0``: the SDK's batch processor in memory; gunicorn's SIGTERM
-    (not a kill) lets the worker export the batch it holds before the delay is up."""
+    """``WIDE_EVENTS_SPOOL_SIZE=0``, the default: the SDK's batch processor in memory;
+    gunicorn's SIGTERM (not a kill) lets the worker export the batch it holds before the delay
+    is up."""
     server = gunicorn_server(env={**DEFAULT_BATCH_DELAY, "WIDE_EVENTS_SPOOL_SIZE": "0"})
     exchanges = [send(server, f"/items/{n}/") for n in range(20)]
     assert server.stop() == 0
@@ -168,7 +172,7 @@ def test_a_timeout_event_during_a_collector_outage_is_kept_and_sent_later(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
 ) -> None:
     """The urgent export fails: the log says so; the event arrives when the collector is back."""
-    server = gunicorn_server(protocol=protocol, timeout=3)
+    server = gunicorn_server(protocol=protocol, timeout=3, env=SPOOL)
     receiver.set_unavailable(True)
     try:
         exchange: Exchange | None = None
@@ -194,7 +198,7 @@ def test_reloads_and_kills_under_load_lose_no_event_and_double_none(
 ) -> None:
     """30 HUPs and 10 SIGKILLs while three clients send: every answered request has exactly
     one event."""
-    server = gunicorn_server(workers=2, env={"OTEL_BSP_SCHEDULE_DELAY": "200"})
+    server = gunicorn_server(workers=2, env={**SPOOL, "OTEL_BSP_SCHEDULE_DELAY": "200"})
     server.wait_for_workers(2)
     answered: list[Exchange] = []
     failed = 0

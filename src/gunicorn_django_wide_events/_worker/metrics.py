@@ -47,7 +47,7 @@ from .._attributes import (
 )
 from .._guard import never_raise
 from .._os_threads import allocate_lock
-from .histogram import LightHistogram
+from .histogram import MAX_COMBINATIONS, LightHistogram
 
 # A request's method, scheme and protocol version come from a few known values (``_OTHER`` for
 # unknown methods, gunicorn's http or https, HTTP/1.0 or 1.1), so their combinations are few.
@@ -100,7 +100,7 @@ class RequestMetrics:
     method raises: a failure is logged once and the request goes on.
     """
 
-    __slots__ = ("_duration", "_exemplars", "_lock", "_starts")
+    __slots__ = ("_duration", "_exemplars", "_lock", "_points", "_starts")
 
     def __init__(self, meter: metrics.Meter, exemplars: bool = True) -> None:
         self._duration = LightHistogram(
@@ -125,6 +125,7 @@ class RequestMetrics:
         # OS thread), held for a few bytecodes, never across a greenlet switch.
         self._lock = allocate_lock()
         self._starts: dict[tuple[object, object, object], Started] = {}
+        self._points: dict[tuple[Started, object, object, object], MetricAttributes] = {}
 
     def request_started(self, attributes: Mapping[str, AttributeValue]) -> Started:
         """A request starts (its event's start ``attributes``): one more active request."""
@@ -186,17 +187,34 @@ class RequestMetrics:
             route = attributes.get(HTTP_ROUTE)
             status = attributes.get(HTTP_RESPONSE_STATUS_CODE)
             error = attributes.get(ERROR_TYPE)
-            point = dict(started.base)
-            if route is not None:
-                point[HTTP_ROUTE] = route
-            if status is not None:
-                point[HTTP_RESPONSE_STATUS_CODE] = status
-            if error is not None:
-                point[ERROR_TYPE] = error
+            key = (started, route, status, error)
+            point = self._points.get(key)
+            if point is None:
+                point = self._point_for(started, route, status, error)
+                if len(self._points) < MAX_COMBINATIONS:
+                    self._points[key] = point
             context = set_span_in_context(span) if span is not None and self._exemplars else None
-            self._duration.record(duration_s, (started, route, status, error), point, context)
+            self._duration.record(duration_s, key, point, context)
         except Exception:
             _ended_guard.report()
+
+    @staticmethod
+    def _point_for(
+        started: Started,
+        route: AttributeValue | None,
+        status: AttributeValue | None,
+        error: AttributeValue | None,
+    ) -> MetricAttributes:
+        """A duration point's attributes: the request's start ones, then what its end said.
+        Kept per combination and handed to the SDK as is, never changed after."""
+        point = dict(started.base)
+        if route is not None:
+            point[HTTP_ROUTE] = route
+        if status is not None:
+            point[HTTP_RESPONSE_STATUS_CODE] = status
+        if error is not None:
+            point[ERROR_TYPE] = error
+        return point
 
     def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
         for started in list(self._starts.values()):
