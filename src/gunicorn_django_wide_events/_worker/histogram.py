@@ -70,7 +70,9 @@ class LightHistogram:
         key: Hashable,
         attributes: dict[str, AttributeValue],
         context: Context | None = None,
+        at_ns: int | None = None,
     ) -> None:
+        """``at_ns``: when it was measured (``time_ns()``), if not now."""
         histogram = self._histogram
         consumer = self._consumer
         if consumer is None:
@@ -97,7 +99,7 @@ class LightHistogram:
             return
         if context is None:
             context = get_current()
-        now = time_ns()
+        now = time_ns() if at_ns is None else at_ns
         measurement = TrustedMeasurement(value, now, histogram, context, attributes)
         sample = consumer._sdk_config.exemplar_filter.should_sample(value, now, attributes, context)
         for aggregation in targets:

@@ -22,6 +22,7 @@ attributes and the request's duration.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from time import time_ns
 from typing import Final, Protocol
 
 from opentelemetry import metrics
@@ -57,6 +58,10 @@ OVERFLOW_KEY: Final = ("_OTHER", None, None)
 MetricAttributes = dict[str, AttributeValue]
 _started_guard: Final = never_raise("metrics.request_started")
 _ended_guard: Final = never_raise("metrics.request_ended")
+_recording_guard: Final = never_raise("metrics.record_durations")
+# Durations kept before a request's end records them all: a batch costs that request about
+# 0.1 ms, each point a third of what it would cost alone.
+DURATIONS_PER_BATCH: Final = 64
 
 
 class Started:
@@ -75,6 +80,10 @@ class Started:
 
 
 NOT_STARTED: Final = Started({}, {})
+PointKey = tuple[Started, AttributeValue | None, AttributeValue | None, AttributeValue | None]
+"""A duration point's start combination, route, status code and error type."""
+EndedRequest = tuple[float, int, PointKey, Span | None]
+"""A duration not recorded yet: seconds, when it ended (ns), its point's key, its span."""
 
 
 class RequestRecorder(Protocol):
@@ -96,11 +105,14 @@ class RequestMetrics:
 
     The active requests are counts kept here, one per ``Started``, observed when the SDK
     collects (an asynchronous up-down counter: the same non-monotonic sum as a synchronous one,
-    for 0.1 µs instead of 6 µs a change); durations go through ``LightHistogram``. Neither
-    method raises: a failure is logged once and the request goes on.
+    for 0.1 µs instead of 6 µs a change). A duration is kept as it ended, with its time and
+    span, and goes through ``LightHistogram`` with others, ``DURATIONS_PER_BATCH`` at a time or
+    when the SDK collects (its callbacks run first, so a collection has every point): recorded
+    one per request, between Django's code, each costs about three times what it costs in a
+    batch (the caches). Neither method raises: a failure is logged once and the request goes on.
     """
 
-    __slots__ = ("_duration", "_exemplars", "_lock", "_points", "_starts")
+    __slots__ = ("_duration", "_ended", "_exemplars", "_lock", "_points", "_starts")
 
     def __init__(self, meter: metrics.Meter, exemplars: bool = True) -> None:
         self._duration = LightHistogram(
@@ -125,7 +137,8 @@ class RequestMetrics:
         # OS thread), held for a few bytecodes, never across a greenlet switch.
         self._lock = allocate_lock()
         self._starts: dict[tuple[object, object, object], Started] = {}
-        self._points: dict[tuple[Started, object, object, object], MetricAttributes] = {}
+        self._points: dict[PointKey, MetricAttributes] = {}
+        self._ended: list[EndedRequest] = []  # durations not recorded yet
 
     def request_started(self, attributes: Mapping[str, AttributeValue]) -> Started:
         """A request starts (its event's start ``attributes``): one more active request."""
@@ -182,21 +195,41 @@ class RequestMetrics:
         if started is NOT_STARTED:
             return
         try:
+            ended = (
+                duration_s,
+                time_ns(),
+                (
+                    started,
+                    attributes.get(HTTP_ROUTE),
+                    attributes.get(HTTP_RESPONSE_STATUS_CODE),
+                    attributes.get(ERROR_TYPE),
+                ),
+                span,
+            )
             with self._lock:
                 started.active -= 1
-            route = attributes.get(HTTP_ROUTE)
-            status = attributes.get(HTTP_RESPONSE_STATUS_CODE)
-            error = attributes.get(ERROR_TYPE)
-            key = (started, route, status, error)
-            point = self._points.get(key)
-            if point is None:
-                point = self._point_for(started, route, status, error)
-                if len(self._points) < MAX_COMBINATIONS:
-                    self._points[key] = point
-            context = set_span_in_context(span) if span is not None and self._exemplars else None
-            self._duration.record(duration_s, key, point, context)
+                self._ended.append(ended)
+                full = len(self._ended) >= DURATIONS_PER_BATCH
+            if full:
+                self.record_durations()
         except Exception:
             _ended_guard.report()
+
+    def record_durations(self) -> None:
+        """Record the durations kept so far (from whichever thread: each batch once)."""
+        with self._lock:
+            ended, self._ended = self._ended, []
+        record = self._duration.record
+        points = self._points
+        exemplars = self._exemplars
+        for duration_s, ended_at, key, span in ended:
+            point = points.get(key)
+            if point is None:
+                point = self._point_for(*key)
+                if len(points) < MAX_COMBINATIONS:
+                    points[key] = point
+            context = set_span_in_context(span) if span is not None and exemplars else None
+            record(duration_s, key, point, context, ended_at)
 
     @staticmethod
     def _point_for(
@@ -217,6 +250,9 @@ class RequestMetrics:
         return point
 
     def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
+        # The SDK runs the callbacks before it collects the histogram: its points are all in.
+        with _recording_guard:
+            self.record_durations()
         for started in list(self._starts.values()):
             yield Observation(started.active, started.active_attributes)
 

@@ -195,3 +195,22 @@ def test_a_duration_point_links_to_its_event_in_an_exemplar(
     (exemplar,) = point.exemplars
     context = event.span.get_span_context()
     assert (exemplar.trace_id, exemplar.span_id) == (context.trace_id, context.span_id)
+
+
+def test_durations_are_recorded_in_batches_and_all_of_them_at_each_collection(
+    recorder: RequestMetrics, metering: Metering
+) -> None:
+    """A batch's last request records the batch; a collection records what is left first, so
+    no collection ever misses a request that ended before it."""
+    ended = {"http.route": "ok/", "http.response.status_code": 200}
+    for _ in range(worker_metrics.DURATIONS_PER_BATCH - 1):
+        recorder.request_ended(recorder.request_started(START), ended, 0.01)
+    assert not recorder._duration._targets  # nothing recorded yet: the batch is not full
+    recorder.request_ended(recorder.request_started(START), ended, 0.01)
+    assert recorder._duration._targets  # the batch's last request recorded it
+    for _ in range(3):
+        recorder.request_ended(recorder.request_started(START), ended, 0.01)
+
+    (point,) = metering.points(HTTP_SERVER_REQUEST_DURATION)
+    assert point.count == worker_metrics.DURATIONS_PER_BATCH + 3
+    assert recorder._ended == []
