@@ -1,11 +1,11 @@
-"""A worker slot's spool: its finished spans, already encoded, in the board until acknowledged.
+"""A worker slot's spool: its finished spans, as records, in the board until acknowledged.
 
 A span that ended lives in shared memory, not only in the worker's, so a worker killed for any
 reason loses nothing: the next worker of the slot sends what it left, or the master does when
 it exits. The layout, in the board after the slot's request entries, native byte order::
 
     header   head, tail (byte positions, only ever growing), events dropped (not yet reported)
-    ring     records, each: length, kind, state, span count, then the OTLP bytes, 8-aligned
+    ring     records, each: length, kind, state, span count, then the payload, 8-aligned
 
 Records are appended at ``head`` and leave at ``tail`` once sent. A record never straddles the
 end of the ring: the rest of the ring is skipped (a wrap marker) and it starts at the front.
@@ -111,54 +111,71 @@ class Spool:
     def append(
         self, payload: bytes, spans: int, kind: int = Kind.PLAIN, held: bool = False
     ) -> int | None:
-        """Add an encoded request; its position, or None when it could not be kept.
+        """Add a record; its position, or None when it could not be kept.
 
         ``held``: its own thread sends it now; ``pending`` leaves it out until ``release``.
         Room is made from the oldest end: sent records go, plain ones are dropped (and
         counted), precious ones move to the newest end; a record held by a sending thread
         stops it, and then the new record is the one dropped.
         """
-        if _RECORD.size + _aligned(len(payload)) > self.ring_size:
+        need = _RECORD.size + _aligned(len(payload))
+        if need > self.ring_size:
             with self._lock:
                 head, tail, dropped = self._read_header()
                 self._write_header(head, tail, dropped + spans)
             self.has_dropped = True
             return None
+        state = State.HELD if held else State.PENDING
         with self._lock:
             head, tail, dropped = self._read_header()
-            dropped_before = dropped
-            moved: list[tuple[bytes, int, int]] = []  # precious records taken off the old end
-            fits = True
-            while head + self._extent(head, [m[0] for m in moved] + [payload]) - tail > (
-                self.ring_size
-            ):
-                if tail >= head:
-                    fits = False
-                    break
-                length, old_kind, state, old_spans = self._record_at(tail)
-                if length == _WRAP or state == State.SENT:
-                    pass
-                elif old_kind == Kind.PLAIN and state == State.PENDING:
-                    dropped += old_spans
-                elif old_kind == Kind.PRECIOUS and state == State.PENDING:
-                    at = self._at(tail) + _RECORD.size
-                    moved.append((bytes(self._buffer[at : at + length]), old_kind, old_spans))
-                else:  # a record its thread is sending right now stays where it is
-                    fits = False
-                    break
-                tail = self._next(tail, length)
-            for old_payload, old_kind, old_spans in moved:
-                head = self._write(head, old_payload, old_kind, State.PENDING, old_spans)[1]
-            position = None
-            if fits:
-                state = State.HELD if held else State.PENDING
-                position, head = self._write(head, payload, kind, state, spans)
-            else:
-                dropped += spans
-            if dropped > dropped_before:
-                self.has_dropped = True
-            self._write_header(head, tail, dropped)
-            return position
+            offset = head % self.ring_size
+            if need <= self.ring_size - offset and head + need - tail <= self.ring_size:
+                # The common case, once a request: room before the end, none to make.
+                at = self._ring_at + offset
+                _RECORD.pack_into(self._buffer, at, len(payload), kind, state, spans)
+                self._buffer[at + _RECORD.size : at + _RECORD.size + len(payload)] = payload
+                _HEADER.pack_into(self._buffer, self._header_at, head + need, tail, dropped)
+                return head
+            return self._append_making_room((head, tail, dropped), payload, (kind, state, spans))
+
+    def _append_making_room(
+        self, header: tuple[int, int, int], payload: bytes, record: tuple[int, int, int]
+    ) -> int | None:
+        """``append`` where the ring's end is near or it is full (under the lock)."""
+        head, tail, dropped = header
+        kind, state, spans = record
+        dropped_before = dropped
+        moved: list[tuple[bytes, int, int]] = []  # precious records taken off the old end
+        fits = True
+        while head + self._extent(head, [m[0] for m in moved] + [payload]) - tail > (
+            self.ring_size
+        ):
+            if tail >= head:
+                fits = False
+                break
+            length, old_kind, old_state, old_spans = self._record_at(tail)
+            if length == _WRAP or old_state == State.SENT:
+                pass
+            elif old_kind == Kind.PLAIN and old_state == State.PENDING:
+                dropped += old_spans
+            elif old_kind == Kind.PRECIOUS and old_state == State.PENDING:
+                at = self._at(tail) + _RECORD.size
+                moved.append((bytes(self._buffer[at : at + length]), old_kind, old_spans))
+            else:  # a record its thread is sending right now stays where it is
+                fits = False
+                break
+            tail = self._next(tail, length)
+        for old_payload, old_kind, old_spans in moved:
+            head = self._write(head, old_payload, old_kind, State.PENDING, old_spans)[1]
+        position = None
+        if fits:
+            position, head = self._write(head, payload, kind, state, spans)
+        else:
+            dropped += spans
+        if dropped > dropped_before:
+            self.has_dropped = True
+        self._write_header(head, tail, dropped)
+        return position
 
     def _extent(self, head: int, payloads: list[bytes]) -> int:
         """Bytes from ``head`` that writing ``payloads`` there takes, end-of-ring skips too."""
@@ -216,20 +233,14 @@ class Spool:
             head, tail, _ = self._read_header()
             return sum(1 for _, _, _, state, _ in self._walk(head, tail) if state != State.SENT)
 
-    def holds_span(self, span_id: bytes) -> bool:
-        """Whether a record not yet passed holds the span with this 8-byte id.
-
-        Its ``span_id`` field as the encoder writes it (tag 0x12, length 8): a child span's
-        ``parent_span_id`` (tag 0x22) with the same bytes does not count.
-        """
-        needle = b"\x12\x08" + span_id
+    def records(self) -> list[bytes]:
+        """The payloads of the records not yet passed, sent or not, oldest first."""
         with self._lock:
             head, tail, _ = self._read_header()
-            for position, length, _, _, _ in self._walk(head, tail):
-                at = self._at(position) + _RECORD.size
-                if needle in self._buffer[at : at + length]:
-                    return True
-            return False
+            return [
+                bytes(self._buffer[self._at(position) + _RECORD.size :][:length])
+                for position, length, _, _, _ in self._walk(head, tail)
+            ]
 
     def adopt(self) -> None:
         """A new worker takes the slot: records its dead predecessor held are pending again."""

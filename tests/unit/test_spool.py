@@ -85,15 +85,26 @@ def test_held_records_are_skipped_released_or_adopted() -> None:
     assert [r.payload for r in s.pending(1 << 20)] == [payload(1), payload(2)]
 
 
-def test_holds_span_finds_the_span_id_field_not_a_parent_id() -> None:
+def test_records_lists_what_is_not_passed_yet_sent_or_not() -> None:
     s = spool()
-    span_id = bytes(range(1, 9))
-    s.append(b"\x22\x08" + span_id, 1)  # a child span: the id as its parent_span_id
-    assert not s.holds_span(span_id)
-    s.append(b"\x0a\x10" + bytes(16) + b"\x12\x08" + span_id, 1)
-    assert s.holds_span(span_id)
+    for n in range(3):
+        s.append(payload(n), 1)
+    s.mark_sent(s.pending(1 << 20)[1:2])  # sent, but the tail cannot pass the first yet
+    assert s.records() == [payload(0), payload(1), payload(2)]
     s.mark_sent(s.pending(1 << 20))
-    assert not s.holds_span(span_id)
+    assert s.records() == []
+
+
+def test_an_append_that_wraps_after_the_fast_path_stays_readable() -> None:
+    s = spool()
+    sizes = [1000, 1000, 1000, 900, 1000]  # the fifth does not fit before the ring's end
+    for n, size in enumerate(sizes[:4]):
+        s.append(payload(n, size), 1)
+    s.mark_sent(s.pending(1 << 20)[:2])
+    s.append(payload(4, sizes[4]), 1)
+    assert [r.payload for r in s.pending(1 << 20)] == [
+        payload(n, size) for n, size in enumerate(sizes) if n >= 2
+    ]
 
 
 def test_a_record_larger_than_the_ring_is_dropped_and_counted() -> None:

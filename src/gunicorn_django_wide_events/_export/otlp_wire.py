@@ -34,9 +34,17 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-__all__ = ["encode_spans"]
+__all__ = [
+    "Framings",
+    "SpanSnapshot",
+    "encode_framed",
+    "encode_snapshot",
+    "encode_spans",
+    "framings",
+    "snapshot",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -474,19 +482,6 @@ _STATUS_FIELDS_BY_ID: Final = {
 }
 
 
-def _ids(context: SpanContext) -> bytes:
-    """trace_id (field 1, 16 bytes) then span_id (field 2, 8 bytes), in Span and Link alike."""
-    trace_id = context.trace_id
-    return _IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _MASK64, 0x12, 8, context.span_id)
-
-
-def _trace_state(context: SpanContext) -> bytes:
-    trace_state = context.trace_state
-    if not trace_state:
-        return b""
-    return _text_field(b"\x1a", ",".join([f"{key}={value}" for key, value in trace_state.items()]))
-
-
 def _status_field(status: Status | None) -> bytes:
     if status is None:
         return b""
@@ -499,26 +494,6 @@ def _status_field(status: Status | None) -> bytes:
     value = code.value
     code_field = b"\x18" + _int64(value) if value else b""
     return _field(b"\x7a", _text_field(b"\x12", description) + code_field)
-
-
-def _event_field(event: Event) -> bytes:
-    """Span.Event: time_unix_nano 1 (fixed64), name 2, attributes 3, dropped count 4."""
-    timestamp = event.timestamp
-    parts = [_FIXED64_FIELD.pack(0x09, timestamp) if timestamp else b""]
-    parts.append(_text_field(b"\x12", event.name))
-    _append_attributes(parts, _EVENT_ATTRIBUTES, event.attributes)
-    parts.append(_uint32_field(b"\x20", event.dropped_attributes))
-    return _field(b"\x5a", b"".join(parts))
-
-
-def _link_field(link: Link) -> bytes:
-    """Span.Link: ids 1-2, attributes 4, dropped count 5, flags 6; no trace_state, like stock."""
-    context = link.context
-    parts = [_ids(context)]
-    _append_attributes(parts, _LINK_ATTRIBUTES, link.attributes)
-    parts.append(_uint32_field(b"\x28", link.dropped_attributes))
-    parts.append(_LINK_FLAGS_REMOTE if context and context.is_remote else _LINK_FLAGS_LOCAL)
-    return _field(b"\x6a", b"".join(parts))
 
 
 def _sdk_span_types() -> frozenset[type]:
@@ -545,42 +520,134 @@ def _sdk_span_types() -> frozenset[type]:
 
 _SDK_SPAN_TYPES: Final = _sdk_span_types()
 
-
-def _append_events_and_links(body: list[bytes], span: ReadableSpan, sdk_span: bool) -> None:
-    """Span fields 11-14: events, dropped events count, links, dropped links count."""
-    if span._events if sdk_span else span.events:
-        body += [_event_field(event) for event in span.events]
-    dropped = span.dropped_events
-    if dropped:
-        body.append(_uint32_field(b"\x60", dropped))
-    if span._links if sdk_span else span.links:
-        body += [_link_field(link) for link in span.links]
-    dropped = span.dropped_links
-    if dropped:
-        body.append(_uint32_field(b"\x70", dropped))
+SpanSnapshot: TypeAlias = tuple[Any, ...]
+"""A span as plain values, what ``encode_snapshot`` writes (see ``snapshot``)."""
 
 
-def _encode_span(span: ReadableSpan, parts: list[bytes]) -> None:
-    """Append ``ScopeSpans.spans`` field (tag 0x12, length, Span) for ``span`` to ``parts``."""
+def snapshot(span: ReadableSpan) -> SpanSnapshot:
+    """What the encoder needs of ``span``, as plain values, nothing encoded yet but its kind
+    and status.
+
+    In order: trace id, span id, trace state (``key=value,...``, empty for none), parent span
+    id (None for a root), whether the parent is remote, name, kind field, start and end
+    times, attributes (a dict, or None), dropped attributes, events as (time, name,
+    attributes, dropped count), dropped events, links as (trace id, span id, is remote,
+    attributes, dropped count), dropped links, status field. Once its attribute values are
+    plain, ``marshal`` writes it as it is: that is how the spool keeps a span until it is
+    sent (``spooled.py``).
+
+    Raises:
+        Exception: for a span without a context or of an unknown kind, as the stock encoder.
+    """
     context = span.get_span_context()
     if context is None:
         raise ValueError("span has no span context")
     parent = span.parent
-    trace_id = context.trace_id
-    body = [_IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _MASK64, 0x12, 8, context.span_id)]
-    if context.trace_state:
-        body.append(_trace_state(context))
-    if parent:
-        body.append(_PARENT_ID.pack(0x22, 8, parent.span_id))
-    name = span.name
+    kind = span.kind
+    trace_state = context.trace_state
+    sdk_span = type(span) in _SDK_SPAN_TYPES
+    attributes = span._attributes if sdk_span else span.attributes
+    return (
+        context.trace_id,
+        context.span_id,
+        ",".join([f"{key}={value}" for key, value in trace_state.items()]) if trace_state else "",
+        parent.span_id if parent else None,
+        bool(parent and parent.is_remote),
+        span.name,
+        _KIND_FIELDS_BY_ID.get(id(kind)) or _KIND_FIELDS[kind],
+        span.start_time,
+        span.end_time,
+        _as_dict(attributes) if attributes else None,
+        span.dropped_attributes,
+        tuple(_event_values(event) for event in span.events)
+        if (span._events if sdk_span else span.events)
+        else (),
+        span.dropped_events,
+        tuple(_link_values(link) for link in span.links)
+        if (span._links if sdk_span else span.links)
+        else (),
+        span.dropped_links,
+        _status_field(span.status),
+    )
+
+
+def _event_values(event: Event) -> tuple[Any, ...]:
+    attributes = event.attributes
+    return (
+        event.timestamp,
+        event.name,
+        _as_dict(attributes) if attributes else None,
+        event.dropped_attributes,
+    )
+
+
+def _link_values(link: Link) -> tuple[Any, ...]:
+    context = link.context
+    attributes = link.attributes
+    return (
+        context.trace_id,
+        context.span_id,
+        bool(context.is_remote),
+        _as_dict(attributes) if attributes else None,
+        link.dropped_attributes,
+    )
+
+
+def _event_field(event: tuple[Any, ...]) -> bytes:
+    """Span.Event: time_unix_nano 1 (fixed64), name 2, attributes 3, dropped count 4."""
+    timestamp, name, attributes, dropped = event
+    parts = [_FIXED64_FIELD.pack(0x09, timestamp) if timestamp else b""]
+    parts.append(_text_field(b"\x12", name))
+    _append_attributes(parts, _EVENT_ATTRIBUTES, attributes)
+    parts.append(_uint32_field(b"\x20", dropped))
+    return _field(b"\x5a", b"".join(parts))
+
+
+def _link_field(link: tuple[Any, ...]) -> bytes:
+    """Span.Link: ids 1-2, attributes 4, dropped count 5, flags 6; no trace_state, like stock."""
+    trace_id, span_id, is_remote, attributes, dropped = link
+    parts = [_IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _MASK64, 0x12, 8, span_id)]
+    _append_attributes(parts, _LINK_ATTRIBUTES, attributes)
+    parts.append(_uint32_field(b"\x28", dropped))
+    parts.append(_LINK_FLAGS_REMOTE if is_remote else _LINK_FLAGS_LOCAL)
+    return _field(b"\x6a", b"".join(parts))
+
+
+def encode_snapshot(span: SpanSnapshot, parts: list[bytes]) -> None:
+    """Append ``ScopeSpans.spans`` field (tag 0x12, length, Span) for ``span`` to ``parts``.
+
+    Raises:
+        Exception: for a field the stock encoder cannot encode either (a negative time, an
+            id out of range, a name that is not text).
+    """
+    (
+        trace_id,
+        span_id,
+        trace_state,
+        parent_id,
+        parent_is_remote,
+        name,
+        kind_field,
+        start,
+        end,
+        attributes,
+        dropped_attributes,
+        events,
+        dropped_events,
+        links,
+        dropped_links,
+        status_field,
+    ) = span
+    body = [_IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _MASK64, 0x12, 8, span_id)]
+    if trace_state:
+        body.append(_text_field(b"\x1a", trace_state))
+    if parent_id is not None:
+        body.append(_PARENT_ID.pack(0x22, 8, parent_id))
     if name:
         name_bytes = name.encode() if type(name) is str else _utf8(name)
         size = len(name_bytes)
         body += (b"\x2a", _BYTE[size] if size < 0x80 else _varint(size), name_bytes)
-    kind = span.kind
-    body.append(_KIND_FIELDS_BY_ID.get(id(kind)) or _KIND_FIELDS[kind])
-    start = span.start_time
-    end = span.end_time
+    body.append(kind_field)
     if start and end:
         body.append(_START_AND_END.pack(0x39, start, 0x41, end))
     else:
@@ -588,14 +655,19 @@ def _encode_span(span: ReadableSpan, parts: list[bytes]) -> None:
             body.append(_FIXED64_FIELD.pack(0x39, start))
         if end:
             body.append(_FIXED64_FIELD.pack(0x41, end))
-    sdk_span = type(span) in _SDK_SPAN_TYPES
-    _append_attributes(body, _SPAN_ATTRIBUTES, span._attributes if sdk_span else span.attributes)
-    dropped = span.dropped_attributes
-    if dropped:
-        body.append(_uint32_field(b"\x50", dropped))
-    _append_events_and_links(body, span, sdk_span)
-    body.append(_status_field(span.status))
-    body.append(_SPAN_FLAGS_REMOTE if parent and parent.is_remote else _SPAN_FLAGS_LOCAL)
+    _append_attributes(body, _SPAN_ATTRIBUTES, attributes)
+    if dropped_attributes:
+        body.append(_uint32_field(b"\x50", dropped_attributes))
+    if events:
+        body += [_event_field(event) for event in events]
+    if dropped_events:
+        body.append(_uint32_field(b"\x60", dropped_events))
+    if links:
+        body += [_link_field(link) for link in links]
+    if dropped_links:
+        body.append(_uint32_field(b"\x70", dropped_links))
+    body.append(status_field)
+    body.append(_SPAN_FLAGS_REMOTE if parent_is_remote else _SPAN_FLAGS_LOCAL)
     encoded = b"".join(body)
     size = len(encoded)
     parts += (b"\x12", _BYTE[size] if size < 0x80 else _varint(size), encoded)
@@ -676,7 +748,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     ):
         pieces: list[bytes] = []
         for span in spans:
-            _encode_span(span, pieces)
+            encode_snapshot(snapshot(span), pieces)
         return b"".join(_resource_spans(first_resource, [(first_scope, pieces)]))
 
     # Resource -> scope -> encoded spans, grouped by equality in first-seen order as the stock
@@ -698,7 +770,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
                 # The entry holds both objects, so no other object can take their ids meanwhile.
                 by_identity[id(resource), id(scope)] = entry
             last_resource, last_scope, encoded_spans = entry
-        _encode_span(span, encoded_spans)
+        encode_snapshot(snapshot(span), encoded_spans)
 
     request: list[bytes] = []
     for resource, scopes in groups.items():
@@ -712,10 +784,43 @@ def _resource_spans(
     """One ResourceSpans field, in pieces: joined once by the caller, since joining each level
     would copy every span once per level, and a batch is large enough (hundreds of kB) for
     each copy to be a fresh mmap and page faults."""
-    resource_head, resource_tail = _cached(_resource_framings, resource, _resource_framing)
+    return _framed_resource_spans(
+        _cached(_resource_framings, resource, _resource_framing),
+        [(_cached(_scope_framings, scope, _scope_framing), pieces) for scope, pieces in scopes],
+    )
+
+
+def _framed_resource_spans(
+    resource: _Framing, scopes: Sequence[tuple[_Framing, list[bytes]]]
+) -> list[bytes]:
+    resource_head, resource_tail = resource
     resource_spans = [resource_head]
-    for scope, pieces in scopes:
-        scope_head, scope_tail = _cached(_scope_framings, scope, _scope_framing)
+    for (scope_head, scope_tail), pieces in scopes:
         resource_spans += _field_pieces(b"\x12", [scope_head, *pieces, scope_tail])
     resource_spans.append(resource_tail)
     return _field_pieces(b"\x0a", resource_spans)
+
+
+Framings: TypeAlias = tuple[bytes, bytes, bytes, bytes]
+"""A resource and a scope encoded: what goes before and after the spans of each."""
+
+
+def framings(resource: Resource, scope: InstrumentationScope | None) -> Framings:
+    """The encoded ``resource`` and ``scope`` that spans of theirs are written between."""
+    return (
+        *_cached(_resource_framings, resource, _resource_framing),
+        *_cached(_scope_framings, scope or None, _scope_framing),
+    )
+
+
+def encode_framed(spans: Mapping[Framings, list[bytes]]) -> bytes:
+    """An ``ExportTraceServiceRequest`` of spans already encoded (``encode_snapshot``), by the
+    resource and scope they were written between, grouped as ``encode_spans`` groups them."""
+    resources: dict[_Framing, list[tuple[_Framing, list[bytes]]]] = {}
+    for (resource_head, resource_tail, scope_head, scope_tail), pieces in spans.items():
+        scopes = resources.setdefault((resource_head, resource_tail), [])
+        scopes.append(((scope_head, scope_tail), pieces))
+    request: list[bytes] = []
+    for resource, scopes in resources.items():
+        request += _framed_resource_spans(resource, scopes)
+    return b"".join(request)

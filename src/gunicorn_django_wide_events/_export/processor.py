@@ -2,10 +2,11 @@
 
 It is put in the SDK tracer provider by the master (``handover.py``) in place of the processors
 handed over, drops every span until a worker starts it after fork. Then each ended span goes,
-for the OTLP exporters, encoded into the worker's spool in shared memory (``_spool.py``), sent
-from there by a thread of its own and marked once the collector took it: a worker killed for any
-reason leaves its spans to the next worker of its slot, or to the master. Other exporters (the
-console exporter, your own) batch through the SDK's ``BatchSpanProcessor`` as before.
+for the OTLP exporters, into the worker's spool in shared memory (``_spool.py``, as a record of
+``spooled.py``), encoded and sent from there by a thread of its own and marked once the
+collector took it: a worker killed for any reason leaves its spans to the next worker of its
+slot, or to the master. Other exporters (the console exporter, your own) batch through the
+SDK's ``BatchSpanProcessor`` as before.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from .._guard import log_once, never_raise
 from .._spool import Kind, Record, Spool
 from .exporters import EncodedSpans, takes_encoded_spans
-from .otlp_wire import encode_spans
+from .spooled import encoded_request, record_of
 
 ExporterFactory = Callable[..., SpanExporter]
 """An exporter class, or a callable that builds one configured (see ``console.py``)."""
@@ -106,12 +107,13 @@ class SpoolSender:
         master sends them again, so a batch can arrive twice in that one round trip, never
         not at all.
         """
-        payload = b"".join(record.payload for record in records)
-        count = sum(record.spans for record in records)
         self.spool.hold(records)
         delivered = False
         try:
-            delivered = exporter.export(EncodedSpans(payload, count)) is SpanExportResult.SUCCESS
+            payload, count = encoded_request(record.payload for record in records)
+            delivered = not count or (
+                exporter.export(EncodedSpans(payload, count)) is SpanExportResult.SUCCESS
+            )
         finally:
             if delivered:
                 self.spool.mark_sent(records)
@@ -214,7 +216,7 @@ class WorkerSpanProcessor(SpanProcessor):
 
     def _spool(self, sender: SpoolSender, span: ReadableSpan, is_urgent: bool) -> None:
         try:
-            payload = encode_spans([span])
+            payload = record_of(span)
         except Exception:  # a span field the encoder rejects: the stock exporter fails it too
             log_once("spool.encode", "gunicorn-django-wide-events: a span could not be encoded",
                      exc_info=True)  # fmt: skip

@@ -41,6 +41,7 @@ from .._attributes import EventType, finish_span, span_name
 from .._board import WorkerRequest
 from .._export.exporters import EncodedSpans, takes_encoded_spans
 from .._export.processor import ExporterFactory, build_exporter
+from .._export.spooled import encoded_request
 from .._spool import Record
 
 EXPORT_TIMEOUT_S: Final = 5.0
@@ -152,9 +153,10 @@ def export_spans(
 def export_spooled(
     records: Sequence[Record], exporter_types: Sequence[ExporterFactory], timeout_s: float
 ) -> None:
-    """In the exporting child: send spans a dead worker's spool still held, as they are."""
-    payload = b"".join(record.payload for record in records)
-    count = sum(record.spans for record in records)
+    """In the exporting child: send the spans a dead worker's spool still held."""
+    payload, count = encoded_request(record.payload for record in records)
+    if not count:
+        return
     for exporter_type in exporter_types:
         exporter = build_exporter(exporter_type, timeout_s)
         if takes_encoded_spans(exporter):  # encoded requests go only where OTLP goes

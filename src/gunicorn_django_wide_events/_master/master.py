@@ -28,6 +28,7 @@ from .._config import Config
 from .._export.handover import ForkSafeExport
 from .._export.log_routing import route_to_gunicorn
 from .._export.resource import master_resource, worker_resource
+from .._export.spooled import span_ids
 from .._guard import log_once, never_raise
 from .._spool import Kind, Record, Spool
 from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
@@ -282,7 +283,7 @@ class MasterSide:
         """gunicorn exits: what its killed workers left on the board goes out now.
 
         Their requests in flight become ``crash`` events (error ``shutdown``) and their spools'
-        spans are sent as they are, from one exporting child bounded by
+        spans are sent, from one exporting child bounded by
         ``WIDE_EVENTS_EXIT_FLUSH_TIMEOUT``; gunicorn does not wait for it.
         """
         board = self.board
@@ -326,10 +327,11 @@ class MasterSide:
 
 def _in_spool(request: WorkerRequest, spool: Spool | None) -> bool:
     """A request killed while its span ended: its event is in the spool, not to be sent twice."""
+    span_id = int.from_bytes(request.span_id, "big")
     return (
         request.state == RequestState.ENDING
         and spool is not None
-        and spool.holds_span(request.span_id)
+        and any(span_id in span_ids(record) for record in spool.records())
     )
 
 
