@@ -22,7 +22,9 @@ worker, the bare one included, under 32 connections at once), the order rotating
 round, and each variant's spans are waited for before the next one runs. It prints, per
 variant, the median requests per second, the time per request and its difference to bare
 gunicorn, the ratio to bare, the worker's CPU time per request (all threads, then the request
-thread's and the other threads': the export thread, gRPC's, the watchdog), the spread of the
+thread's and the other threads': the export thread, gRPC's, the watchdog), the CPU time of
+the spools' exporting process per request, beside the worker's (with the spool on, it does
+the sending the worker's export thread does otherwise), the spread of the
 rounds and the worker's RSS after the load. Changes smaller than the spread need more rounds to
 be told apart; CPU time per thread varies less.
 """
@@ -55,6 +57,7 @@ class Variant:
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     main_cpu_us: list[float] = field(default_factory=list)  # the request thread's
+    exporter_cpu_us: list[float] = field(default_factory=list)  # the spools' exporting process
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -107,6 +110,7 @@ def drive(args: argparse.Namespace, wrk: str, variant: Variant, duration: int) -
     variant.rps.append(run.wrk.rps)
     variant.cpu_us.append(run.cpu_s / requests * 1e6)
     variant.main_cpu_us.append(sum(run.threads["main"]) / requests * 1e6)
+    variant.exporter_cpu_us.append(run.exporter_cpu_s / requests * 1e6)
     time.sleep(0.3)
 
 
@@ -115,7 +119,7 @@ def report(variants: Sequence[Variant]) -> None:
     emit()
     emit(
         f"  {'variant':<12}{'req/s':>8}{'us/req':>9}{'vs bare':>10}{'/bare':>7}"
-        f"{'cpu/req':>10}{'(main':>8}{'other)':>8}{'spread':>8}{'RSS MiB':>9}"
+        f"{'cpu/req':>10}{'(main':>8}{'other)':>8}{'+exporter':>10}{'spread':>8}{'RSS MiB':>9}"
     )
     for variant in variants:
         rps = statistics.median(variant.rps)
@@ -129,6 +133,7 @@ def report(variants: Sequence[Variant]) -> None:
             f"  {variant.name:<12}{rps:>8.0f}{1e6 / rps:>9.1f}{1e6 / rps - 1e6 / bare_rps:>+10.1f}"
             f"{rps / bare_rps:>7.3f}"
             f"{statistics.median(variant.cpu_us):>10.1f}{main_cpu:>8.1f}{other_cpu:>8.1f}"
+            f"{statistics.median(variant.exporter_cpu_us):>10.1f}"
             f"{spread:>7.1f}%{rss:>9.1f}"
         )
 
@@ -165,6 +170,7 @@ def main(argv: Sequence[str]) -> int:
                 variant.rps.clear()
                 variant.cpu_us.clear()
                 variant.main_cpu_us.clear()
+                variant.exporter_cpu_us.clear()
             for round_index in range(args.rounds):
                 shift = round_index % len(variants)
                 for variant in variants[shift:] + variants[:shift]:

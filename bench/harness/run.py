@@ -1,5 +1,5 @@
-"""One measured wrk run against a server: wrk's report, the worker's CPU time meanwhile and the
-spans that reached the server's sink."""
+"""One measured wrk run against a server: wrk's report, the worker's CPU time meanwhile (and the
+spools' exporting process's), and the spans that reached the server's sink."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class Run:
     spans: int  # received by the sink, the batch flushed
     cpu_s: float  # the worker's user + system CPU time, the flush included
     threads: ThreadCpu  # the same per thread group: user, system
+    exporter_cpu_s: float  # the spools' exporting process's, if the server has one
 
 
 def measured_run(
@@ -37,10 +38,12 @@ def measured_run(
     before = server.sink.count() if server.sink else 0
     threads_before = cpu_by_thread(server.worker)
     cpu_before = cpu_seconds(server.worker)
+    exporter_before = cpu_seconds(server.exporter) if server.exporter else 0.0
     result = run_wrk(wrk, server.url(view), threads, connections, duration)
     spans = 0
     if server.sink is not None:
         spans = wait_for_spans(server.sink, before, result.requests, flush_timeout_s)
     cpu = cpu_seconds(server.worker) - cpu_before
     threads_used = cpu_by_thread_since(threads_before, cpu_by_thread(server.worker))
-    return Run(result, spans, cpu, threads_used)
+    exporter_cpu = cpu_seconds(server.exporter) - exporter_before if server.exporter else 0.0
+    return Run(result, spans, cpu, threads_used, exporter_cpu)

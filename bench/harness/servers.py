@@ -28,6 +28,7 @@ from typing import IO, Final
 
 import psutil
 
+from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
 from harness import BENCH_DIR, LOOPBACK, VENV_BIN
 from harness.measure import memory
 from harness.sink import SpanSink
@@ -116,6 +117,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     memory_at_start: tuple[int, int] = (0, 0)
     _worker: psutil.Process | None = None
+    exporter: psutil.Process | None = None  # the spools' exporting process, if there is one
     _log: IO[bytes] | None = None
 
     @property
@@ -165,10 +167,12 @@ class Server:
         master = psutil.Process(self.process.pid)
         if "gunicorn" not in " ".join(master.cmdline()):
             raise SystemExit(f"{self.variant}: pid {master.pid} is not gunicorn's master")
-        workers = master.children()
+        children = master.children()
+        workers = [child for child in children if child.name() != SPOOL_EXPORTER_NAME]
         if len(workers) != 1:
             raise SystemExit(f"{self.variant}: expected one worker, found {workers}")
         self._worker = workers[0]
+        self.exporter = next((c for c in children if c.name() == SPOOL_EXPORTER_NAME), None)
         self.memory_at_start = memory(self._worker)
 
     def stop(self) -> None:

@@ -45,12 +45,12 @@ WIDE_EVENTS_CONSOLE_FORMAT: Final = "WIDE_EVENTS_CONSOLE_FORMAT"
 """Line format of the ``wide_events_console`` exporter: ``logfmt`` or ``json``."""
 
 WIDE_EVENTS_SPOOL_SIZE: Final = "WIDE_EVENTS_SPOOL_SIZE"
-"""Bytes of shared memory per worker for its finished spans until the collector took them (0:
-no spool, spans batch in the worker's memory only)."""
+"""Bytes of shared memory per worker slot for its finished spans until the collector took them
+(default 2 MiB; 0: no spool, spans batch in the worker's memory only, and are lost with it)."""
 
 WIDE_EVENTS_EXIT_FLUSH_TIMEOUT: Final = "WIDE_EVENTS_EXIT_FLUSH_TIMEOUT"
-"""Seconds the master's exporting child has, once gunicorn exits, to send what the killed
-workers left (their spools, their requests in flight); gunicorn itself does not wait."""
+"""Seconds the master's exporting processes have, once gunicorn exits, to send what the workers
+left (their spools, the requests killed in flight); gunicorn itself does not wait."""
 
 WIDE_EVENTS_LIVE_VIEW: Final = "WIDE_EVENTS_LIVE_VIEW"
 """Let ``wide-events top`` and ``status`` read the board (owner-only; ``false`` on a locked-down
@@ -171,6 +171,7 @@ def parse_board_slots(name: str, raw: str) -> int:
 
 
 MIN_SPOOL_BYTES: Final = 8192
+DEFAULT_SPOOL_BYTES: Final = 2 * 2**20
 MAX_SPOOL_BYTES: Final = 64 * 2**20
 
 
@@ -253,7 +254,7 @@ class Config:
     live_view: bool = True
     # Opt-in while it costs the request path more (docs/durability.md); 2 MiB is the size to
     # take: about 1,000 wide events, the room of the SDK batch processor's queue.
-    spool_bytes: int = 0
+    spool_bytes: int = DEFAULT_SPOOL_BYTES
     exit_flush_timeout_s: float = 5.0
     gc_freeze: bool = True
     capture_request_headers: tuple[str, ...] = ()

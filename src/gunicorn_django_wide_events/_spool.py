@@ -4,7 +4,8 @@ A span that ended lives in shared memory, not only in the worker's, so a worker 
 reason loses nothing: the next worker of the slot sends what it left, or the master does when
 it exits. The layout, in the board after the slot's request entries, native byte order::
 
-    header   head, tail (byte positions, only ever growing), events dropped (not yet reported)
+    header   head, tail (byte positions, only ever growing), events dropped (not yet reported),
+             acknowledged (the position up to which the exporting process has sent all)
     ring     records, each: length, kind, state, span count, then the payload, 8-aligned
 
 Records are appended at ``head`` and leave at ``tail`` once sent. A record never straddles the
@@ -13,8 +14,14 @@ When the ring is full the oldest records make room: sent ones go, plain requests
 (and counted), precious records (timeouts and crashes) are never dropped for room: they move
 to the newest end.
 
-One process writes a spool at a time (its worker, or the master once the worker is gone), its
-threads under one lock; nothing else writes it, so no lock is shared between processes.
+Two processes use a spool, and no lock is shared between them. Its writer (the slot's worker,
+its threads under one lock) appends, makes room, and marks the records its own thread sent at
+once (a timeout event). The master's exporting process (``_master/spool_exporter.py``) reads
+the records past the acknowledged position and, once the collector took them, moves that
+position, the one field it writes; the writer takes everything before it as gone. Each
+position is one aligned 8-byte field, read and written whole. The writer moves the tail before
+it overwrites what it passes (room for a new record), and the reader checks the tail after its
+copy, so a record overwritten while it was read is never sent.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-_HEADER: Final = struct.Struct("=QQI4x")  # head, tail, dropped
+_HEADER: Final = struct.Struct("=QQI4x")  # head, tail, dropped: the writer's
+_ACKNOWLEDGED: Final = struct.Struct("=Q")  # the exporting process's, after the writer's
 _RECORD: Final = struct.Struct("=IBBH")  # payload length, kind, state, span count
 _WRAP: Final = 0xFFFFFFFF  # a record length that says: the rest of the ring is unused
 _STATE_AT: Final = struct.calcsize("=IB")  # the state byte within a record's header
-HEADER_SIZE: Final = _HEADER.size
+HEADER_SIZE: Final = _HEADER.size + _ACKNOWLEDGED.size
 MIN_RING_SIZE: Final = 4096
 
 
@@ -72,15 +80,26 @@ class Spool:
     # -- the header -------------------------------------------------------------------------
 
     def _read_header(self) -> tuple[int, int, int]:
+        """head, tail, dropped; the tail past every record the exporting process sent."""
         head, tail, dropped = _HEADER.unpack_from(self._buffer, self._header_at)
-        return int(head), int(tail), int(dropped)
+        acknowledged = self.acknowledged()
+        return int(head), int(max(tail, min(acknowledged, head))), int(dropped)
 
     def _write_header(self, head: int, tail: int, dropped: int) -> None:
         _HEADER.pack_into(self._buffer, self._header_at, head, tail, dropped & 0xFFFFFFFF)
 
+    def acknowledged(self) -> int:
+        (position,) = _ACKNOWLEDGED.unpack_from(self._buffer, self._header_at + _HEADER.size)
+        return int(position)
+
+    def acknowledge(self, position: int) -> None:
+        """The exporting process sent everything before ``position`` (only it calls this)."""
+        _ACKNOWLEDGED.pack_into(self._buffer, self._header_at + _HEADER.size, position)
+
     def clear(self) -> None:
         with self._lock:
             self._write_header(0, 0, 0)
+            self.acknowledge(0)
 
     def take_dropped(self) -> int:
         """Events dropped for room since the last call (each is reported once)."""
@@ -165,6 +184,8 @@ class Spool:
                 fits = False
                 break
             tail = self._next(tail, length)
+        # The tail first: the exporting process must see a record gone before it is overwritten.
+        self._write_header(head, tail, dropped)
         for old_payload, old_kind, old_spans in moved:
             head = self._write(head, old_payload, old_kind, State.PENDING, old_spans)[1]
         position = None
@@ -232,6 +253,38 @@ class Spool:
         with self._lock:
             head, tail, _ = self._read_header()
             return sum(1 for _, _, _, state, _ in self._walk(head, tail) if state != State.SENT)
+
+    def unsent(
+        self, limit_bytes: int, limit_records: int, *, held_too: bool = False
+    ) -> tuple[list[Record], int]:
+        """For the exporting process: the records past the acknowledged position still to be
+        sent, oldest first, within the limits, and the position to acknowledge once they are.
+
+        Records the writer marked sent are passed over; one its thread is sending at once
+        (held) stops the batch, unless ``held_too`` (the writer is gone). Reads no lock: a
+        record the writer overwrote meanwhile (the tail passed it) is left out.
+        """
+        head, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
+        through = max(self.acknowledged(), tail)
+        found: list[Record] = []
+        total = 0
+        for position, length, kind, state, spans in self._walk(head, through):
+            if state == State.HELD and not held_too:
+                break
+            if state != State.SENT:
+                if found and (total + length > limit_bytes or len(found) == limit_records):
+                    break
+                at = self._at(position) + _RECORD.size
+                found.append(Record(position, kind, spans, bytes(self._buffer[at : at + length])))
+                total += length
+            through = self._next(position, length)
+        _, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
+        return [record for record in found if record.position >= tail], max(through, tail)
+
+    def unsent_bytes(self) -> int:
+        """Bytes of records past the acknowledged position (a cheap look, no walk)."""
+        head, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
+        return int(head - max(tail, min(self.acknowledged(), head)))
 
     def records(self) -> list[bytes]:
         """The payloads of the records not yet passed, sent or not, oldest first."""

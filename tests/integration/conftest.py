@@ -27,6 +27,7 @@ from typing import IO, Any, Protocol
 import psutil
 import pytest
 
+from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
 from tests.integration.otlp_receiver import OtlpReceiver
 
 LOOPBACK = "127.0.0.1"
@@ -170,12 +171,8 @@ class GunicornServer:
     # ------------------------------------------------------------ processes
 
     def worker_pids(self) -> list[int]:
-        """Pids of the master's current child processes (the workers)."""
-        try:
-            children = psutil.Process(self.pid).children(recursive=False)
-        except psutil.NoSuchProcess:
-            return []
-        return sorted(child.pid for child in children)
+        """Pids of the master's current workers (its children but the spools' exporter)."""
+        return sorted(worker.pid for worker in workers_of(self.pid))
 
     def wait_for_workers(self, count: int, timeout: float = STARTUP_TIMEOUT) -> list[int]:
         """Wait until the master has at least ``count`` workers; return their pids.
@@ -378,6 +375,20 @@ def receiver(otlp_receiver: OtlpReceiver) -> OtlpReceiver:
     otlp_receiver.clear()
     otlp_receiver.set_delay(0)
     return otlp_receiver
+
+
+def workers_of(master_pid: int) -> list[psutil.Process]:
+    """The children of a gunicorn master but its spools' exporting process: its workers."""
+    try:
+        children = psutil.Process(master_pid).children(recursive=False)
+    except psutil.NoSuchProcess:
+        return []
+    workers = []
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() != SPOOL_EXPORTER_NAME:
+                workers.append(child)
+    return workers
 
 
 class GunicornLauncher:

@@ -20,17 +20,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import pytest
 
-from gunicorn_django_wide_events._live.find import open_board_of
+from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
 from tests.integration.conftest import VENV_BIN, GunicornServer, StartGunicorn
 from tests.integration.events import Exchange, send
 from tests.integration.otlp_receiver import OtlpReceiver
 from tests.waiting import wait_until
 
 PROTOCOLS = ["grpc", "http/protobuf"]
-# The spool is opt-in (docs/durability.md): every server here but one turns it on, at the
-# size the docs suggest.
+# The spool's default size, said out loud: every server here but one has it.
 SPOOL = {"WIDE_EVENTS_SPOOL_SIZE": "2097152"}
 # The SDK's default: finished spans wait this long in a worker before they are exported.
 DEFAULT_BATCH_DELAY = {**SPOOL, "OTEL_BSP_SCHEDULE_DELAY": "5000"}
@@ -69,25 +69,6 @@ def in_flight(server: GunicornServer) -> int:
     return sum(len(worker["in_flight"]) for worker in data["workers"])
 
 
-def kill_between_exports(server: GunicornServer, pid: int) -> None:
-    """SIGKILL ``pid`` while no export of its spool is under way.
-
-    A kill inside an export's round trip (the collector took the batch, the worker has not
-    marked it yet) makes the master send that batch again: at least once, not exactly once,
-    for those few milliseconds (docs/durability.md). The other rows' kills land anywhere.
-    """
-    board = open_board_of(server.pid).board
-    slots = [slot for slot in range(board.capacity) if board.read_worker(slot)[0] == pid]
-    spools = [spool for slot in slots if (spool := board.spool(slot)) is not None]
-
-    def no_export_under_way() -> bool:
-        return all(spool.pending_count() == len(spool.pending(2**30)) for spool in spools)
-
-    wait_until(no_export_under_way, what=f"worker {pid} between two exports")
-    os.kill(pid, signal.SIGKILL)
-    board.buffer.close()
-
-
 def send_in_background(server: GunicornServer, path: str) -> threading.Thread:
     def request() -> None:
         with contextlib.suppress(OSError):  # the worker is killed under it
@@ -102,7 +83,7 @@ def send_in_background(server: GunicornServer, path: str) -> threading.Thread:
 def test_events_not_exported_yet_survive_a_killed_idle_worker(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
 ) -> None:
-    """20 requests, then SIGKILL before the batch delay: the slot's next worker sends them."""
+    """20 requests, then SIGKILL before the batch delay: the spools' exporter sends them."""
     server = gunicorn_server(protocol=protocol, env=DEFAULT_BATCH_DELAY)
     exchanges = [send(server, f"/items/{n}/") for n in range(20)]
     (worker,) = server.wait_for_workers(1)
@@ -115,7 +96,7 @@ def test_events_not_exported_yet_survive_a_killed_idle_worker(
 def test_with_the_spool_off_a_stopping_worker_still_sends_what_it_batched(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver
 ) -> None:
-    """``WIDE_EVENTS_SPOOL_SIZE=0``, the default: the SDK's batch processor in memory;
+    """``WIDE_EVENTS_SPOOL_SIZE=0``: the SDK's batch processor in the worker's memory;
     gunicorn's SIGTERM (not a kill) lets the worker export the batch it holds before the delay
     is up."""
     server = gunicorn_server(env={**DEFAULT_BATCH_DELAY, "WIDE_EVENTS_SPOOL_SIZE": "0"})
@@ -123,6 +104,71 @@ def test_with_the_spool_off_a_stopping_worker_still_sends_what_it_batched(
     assert server.stop() == 0
 
     wait_for_each_once(receiver, exchanges)
+
+
+def spool_exporter_of(server: GunicornServer) -> psutil.Process:
+    (exporter,) = [
+        child
+        for child in psutil.Process(server.pid).children()
+        if child.name() == SPOOL_EXPORTER_NAME
+    ]
+    return exporter
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_killed_spool_exporter_is_replaced_and_what_it_had_not_sent_arrives(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
+) -> None:
+    """The spools' exporter SIGKILLed with events waiting (5 s batch delay): the master forks
+    another after its next turn, which sends them, and those served meanwhile."""
+    server = gunicorn_server(protocol=protocol, env=DEFAULT_BATCH_DELAY)
+    server.wait_for_workers(1)
+    first = spool_exporter_of(server)
+    exchanges = [send(server, f"/items/{n}/") for n in range(20)]
+    first.kill()
+    wait_until(lambda: spool_exporter_of(server).pid != first.pid, what="another spools' exporter")
+    exchanges += [send(server, f"/items/{n}/") for n in range(20, 25)]
+
+    wait_for_each_once(receiver, exchanges)
+    assert "the spools' exporting process ended; starting another" in server.log_text()
+
+
+def test_the_spool_exporter_outlives_a_term_to_the_process_group(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """A TERM to gunicorn's whole process group (systemd's stop, a terminal): the exporter
+    ignores it while gunicorn lets a slow request finish, sends its event and the others
+    once gunicorn says so, and exits."""
+    server = gunicorn_server(env=DEFAULT_BATCH_DELAY)
+    server.wait_for_workers(1)
+    exporter = spool_exporter_of(server)
+    exchanges = [send(server, f"/items/{n}/") for n in range(10)]
+    slow = send_in_background(server, "/slow/?seconds=3")
+    wait_until(lambda: in_flight(server) == 1, what="the slow request in flight")
+    os.killpg(os.getpgid(server.pid), signal.SIGTERM)
+
+    def exporter_gone() -> bool:
+        try:
+            return exporter.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    died_early = []
+
+    def slow_request_done() -> bool:
+        gone = exporter_gone()  # first: then the request still in flight means it died early
+        serving = in_flight(server) == 1
+        if gone and serving:
+            died_early.append(exporter.pid)
+        return not serving or gone
+
+    wait_until(slow_request_done, what="the slow request's end")
+    assert not died_early, "the exporter did not outlive the TERM"
+    assert server.process.wait(30) == 0
+    slow.join(30)
+    wait_for_each_once(receiver, exchanges)
+    assert len(receiver.events_for("/slow/")) == 1
+    exporter.wait(timeout=10)
 
 
 def test_events_before_a_timeout_that_gunicorn_enforces_by_sigkill_survive(
@@ -223,7 +269,8 @@ def test_reloads_and_kills_under_load_lose_no_event_and_double_none(
     actions: list[Callable[[], None]] = []
     for _ in range(10):
         actions += [lambda: os.kill(server.pid, signal.SIGHUP)] * 3
-        actions.append(lambda: kill_between_exports(server, server.worker_pids()[0]))
+        # Anywhere: a worker sends no spans, so no kill of one lands inside an export.
+        actions.append(lambda: os.kill(server.worker_pids()[0], signal.SIGKILL))
     try:
         for action in actions:
             count = len(answered)

@@ -11,8 +11,10 @@ import re
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
 from tests.integration.conftest import (
     StartGunicorn,
     free_port,
@@ -61,10 +63,15 @@ def test_dead_collector_costs_requests_nothing_and_is_logged_once(
 def test_stopping_worker_waits_for_a_slow_collector_only_so_long(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
 ) -> None:
-    """A worker's last flush gives up after WIDE_EVENTS_SHUTDOWN_TIMEOUT, not the export timeout."""
+    """Without a spool, a worker's last flush gives up after WIDE_EVENTS_SHUTDOWN_TIMEOUT, not
+    the export timeout."""
     server = gunicorn_server(
         protocol=protocol,
-        env={"WIDE_EVENTS_SHUTDOWN_TIMEOUT": "1", "OTEL_EXPORTER_OTLP_TIMEOUT": "60"},
+        env={
+            "WIDE_EVENTS_SHUTDOWN_TIMEOUT": "1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "60",
+            "WIDE_EVENTS_SPOOL_SIZE": "0",
+        },
     )
     receiver.set_delay(60)
     assert server.get("/ok/")[0] == 200
@@ -73,6 +80,32 @@ def test_stopping_worker_waits_for_a_slow_collector_only_so_long(
     assert server.stop(timeout=9) == 0  # gunicorn's graceful timeout is 10 s here
     assert time.monotonic() - started < 9
     assert "was dropped" in server.log_text()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_slow_collector_holds_up_neither_gunicorns_exit_nor_the_spools_exporter_long(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
+) -> None:
+    """With the spool, workers send no spans: they stop at once; gunicorn exits; the spools'
+    exporter, stuck on the collector, ends within WIDE_EVENTS_EXIT_FLUSH_TIMEOUT."""
+    server = gunicorn_server(
+        protocol=protocol,
+        env={"OTEL_EXPORTER_OTLP_TIMEOUT": "60", "WIDE_EVENTS_EXIT_FLUSH_TIMEOUT": "2"},
+    )
+    receiver.set_delay(60)
+    server.wait_for_workers(1)
+    (exporter,) = [
+        child
+        for child in psutil.Process(server.pid).children()
+        if child.name() == SPOOL_EXPORTER_NAME
+    ]
+    assert server.get("/ok/")[0] == 200
+
+    started = time.monotonic()
+    assert server.stop(timeout=9) == 0
+    assert time.monotonic() - started < 5
+    exporter.wait(timeout=2 + 3)  # its bound, and a margin
+    assert "was dropped" not in server.log_text()  # the worker had nothing to flush
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

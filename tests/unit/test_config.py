@@ -83,7 +83,7 @@ def test_default_values() -> None:
         config.WIDE_EVENTS_CONSOLE_FORMAT: "logfmt",
         config.WIDE_EVENTS_WIRE_ENCODER: True,
         config.WIDE_EVENTS_LIVE_VIEW: True,
-        config.WIDE_EVENTS_SPOOL_SIZE: 0,
+        config.WIDE_EVENTS_SPOOL_SIZE: 2 * 2**20,
         config.WIDE_EVENTS_EXIT_FLUSH_TIMEOUT: 5.0,
         config.WIDE_EVENTS_GC_FREEZE: True,
         config.OTEL_CAPTURE_REQUEST_HEADERS: (),

@@ -88,9 +88,23 @@ _WIRE_CLASSES: Final = frozenset(
 def takes_encoded_spans(exporter: SpanExporter) -> bool:
     """Whether ``exporter`` is one of the wire exporters, which send ``EncodedSpans`` (a
     spool's) as they are; told by name, so that neither transport is imported to ask."""
-    return any(
-        (cls.__module__, cls.__qualname__) in _WIRE_CLASSES for cls in type(exporter).__mro__
+    return _is_wire_class(type(exporter))
+
+
+def spooled_exporter_index(exporter_types: Sequence[object]) -> int | None:
+    """Which of the exporters a worker builds sends the spool: the first wire exporter."""
+    return next(
+        (
+            index
+            for index, kind in enumerate(exporter_types)
+            if isinstance(kind, type) and _is_wire_class(kind)
+        ),
+        None,
     )
+
+
+def _is_wire_class(kind: type) -> bool:
+    return any((cls.__module__, cls.__qualname__) in _WIRE_CLASSES for cls in kind.__mro__)
 
 
 def _load(module: str, name: str) -> type[SpanExporter]:

@@ -34,7 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 __all__ = [
     "Framings",
@@ -44,6 +44,7 @@ __all__ = [
     "encode_spans",
     "framings",
     "snapshot",
+    "snapshot_of",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -497,7 +498,7 @@ def _status_field(status: Status | None) -> bytes:
 
 
 def _sdk_span_types() -> frozenset[type]:
-    """The span classes whose ``attributes``, ``events`` and ``links`` wrap private fields.
+    """The span classes whose properties return private fields, read here directly.
 
     ``ReadableSpan.events`` and ``.links`` copy the SDK's locked ``BoundedList`` into a tuple,
     0.3 us each, though nearly every span has neither, and ``.attributes`` wraps the
@@ -506,13 +507,27 @@ def _sdk_span_types() -> frozenset[type]:
     is empty and every span goes through the public properties, which costs only that time.
     """
     event = Event("probe", None, 0)
+    context = SpanContext(1, 2, is_remote=False)
+    status = Status(StatusCode.OK)
     probe = ReadableSpan(
-        "probe", resource=Resource.get_empty(), attributes={"probe": 1}, events=[event]
+        "probe",
+        context=context,
+        parent=context,
+        resource=Resource.get_empty(),
+        attributes={"probe": 1},
+        events=[event],
+        kind=SpanKind.CLIENT,
+        status=status,
+        start_time=3,
+        end_time=4,
     )
+    fields = ("_name", "_context", "_parent", "_kind", "_status", "_start_time", "_end_time")
     if (
         getattr(probe, "_attributes", None) == {"probe": 1}
         and list(getattr(probe, "_events", ())) == [event]
         and list(getattr(probe, "_links", (event,))) == []
+        and [getattr(probe, field, None) for field in fields]
+        == ["probe", context, context, SpanKind.CLIENT, status, 3, 4]
     ):
         return frozenset((ReadableSpan, SdkSpan))
     return frozenset()
@@ -525,8 +540,48 @@ SpanSnapshot: TypeAlias = tuple[Any, ...]
 
 
 def snapshot(span: ReadableSpan) -> SpanSnapshot:
-    """What the encoder needs of ``span``, as plain values, nothing encoded yet but its kind
-    and status.
+    """What the encoder needs of ``span``, as plain values (see ``snapshot_of``).
+
+    Raises:
+        Exception: for a span without a context or of an unknown kind, as the stock encoder.
+    """
+    if type(span) in _SDK_SPAN_TYPES:
+        return snapshot_of(
+            span._context,
+            span._parent,
+            span._name,
+            span._kind,
+            (span._start_time, span._end_time),
+            (span._attributes, span.dropped_attributes),
+            (span._events, span.dropped_events),
+            (span._links, span.dropped_links),
+            span._status,
+        )
+    return snapshot_of(
+        span.get_span_context(),
+        span.parent,
+        span.name,
+        span.kind,
+        (span.start_time, span.end_time),
+        (span.attributes, span.dropped_attributes),
+        (span.events, span.dropped_events),
+        (span.links, span.dropped_links),
+        span.status,
+    )
+
+
+def snapshot_of(  # noqa: PLR0917 (a span's fields, in the order of the message)
+    context: SpanContext | None,
+    parent: SpanContext | None,
+    name: object,
+    kind: SpanKind,
+    times: tuple[int | None, int | None],
+    attributes: tuple[Mapping[Any, object] | None, int],
+    events: tuple[Sequence[Event] | None, int],
+    links: tuple[Sequence[Link] | None, int],
+    status: Status | None,
+) -> SpanSnapshot:
+    """A span's fields as plain values, nothing encoded yet but its kind and status.
 
     In order: trace id, span id, trace state (``key=value,...``, empty for none), parent span
     id (None for a root), whether the parent is remote, name, kind field, start and end
@@ -534,40 +589,34 @@ def snapshot(span: ReadableSpan) -> SpanSnapshot:
     attributes, dropped count), dropped events, links as (trace id, span id, is remote,
     attributes, dropped count), dropped links, status field. Once its attribute values are
     plain, ``marshal`` writes it as it is: that is how the spool keeps a span until it is
-    sent (``spooled.py``).
+    sent (``spooled.py``). ``attributes``, ``events`` and ``links`` each come with their
+    dropped count.
 
     Raises:
         Exception: for a span without a context or of an unknown kind, as the stock encoder.
     """
-    context = span.get_span_context()
     if context is None:
         raise ValueError("span has no span context")
-    parent = span.parent
-    kind = span.kind
     trace_state = context.trace_state
-    sdk_span = type(span) in _SDK_SPAN_TYPES
-    attributes = span._attributes if sdk_span else span.attributes
+    attribute_values, dropped_attributes = attributes
+    event_list, dropped_events = events
+    link_list, dropped_links = links
     return (
         context.trace_id,
         context.span_id,
         ",".join([f"{key}={value}" for key, value in trace_state.items()]) if trace_state else "",
         parent.span_id if parent else None,
         bool(parent and parent.is_remote),
-        span.name,
+        name,
         _KIND_FIELDS_BY_ID.get(id(kind)) or _KIND_FIELDS[kind],
-        span.start_time,
-        span.end_time,
-        _as_dict(attributes) if attributes else None,
-        span.dropped_attributes,
-        tuple(_event_values(event) for event in span.events)
-        if (span._events if sdk_span else span.events)
-        else (),
-        span.dropped_events,
-        tuple(_link_values(link) for link in span.links)
-        if (span._links if sdk_span else span.links)
-        else (),
-        span.dropped_links,
-        _status_field(span.status),
+        *times,
+        _as_dict(attribute_values) if attribute_values else None,
+        dropped_attributes,
+        tuple(map(_event_values, event_list)) if event_list else (),
+        dropped_events,
+        tuple(map(_link_values, link_list)) if link_list else (),
+        dropped_links,
+        _status_field(status),
     )
 
 
@@ -805,12 +854,22 @@ Framings: TypeAlias = tuple[bytes, bytes, bytes, bytes]
 """A resource and a scope encoded: what goes before and after the spans of each."""
 
 
+# The last pair asked for, with its framings (one store replaces it: threads share it).
+_last_framings: tuple[object, object, Framings] = (_NOTHING, _NOTHING, (b"", b"", b"", b""))
+
+
 def framings(resource: Resource, scope: InstrumentationScope | None) -> Framings:
     """The encoded ``resource`` and ``scope`` that spans of theirs are written between."""
-    return (
+    global _last_framings  # noqa: PLW0603 (a one-entry cache)
+    last_resource, last_scope, last = _last_framings
+    if resource is last_resource and scope is last_scope:
+        return last
+    found = (
         *_cached(_resource_framings, resource, _resource_framing),
         *_cached(_scope_framings, scope or None, _scope_framing),
     )
+    _last_framings = (resource, scope, found)
+    return found
 
 
 def encode_framed(spans: Mapping[Framings, list[bytes]]) -> bytes:

@@ -1,30 +1,31 @@
-"""The worker's span processor: spools or batches to this process's exporters, urgent spans at once.
+"""The worker's span processor: spools or batches spans, urgent spans exported at once.
 
 It is put in the SDK tracer provider by the master (``handover.py``) in place of the processors
 handed over, drops every span until a worker starts it after fork. Then each ended span goes,
-for the OTLP exporters, into the worker's spool in shared memory (``_spool.py``, as a record of
-``spooled.py``), encoded and sent from there by a thread of its own and marked once the
-collector took it: a worker killed for any reason leaves its spans to the next worker of its
-slot, or to the master. Other exporters (the console exporter, your own) batch through the
-SDK's ``BatchSpanProcessor`` as before.
+for the first OTLP exporter, into the worker's spool in shared memory (``_spool.py``, as a
+record of ``spooled.py``), which the master's exporting process sends
+(``_master/spool_exporter.py``): the worker itself sends nothing, and one killed for any reason
+leaves its spans there. Other exporters (the console exporter, your own) batch through the
+SDK's ``BatchSpanProcessor`` in the worker, as without a spool.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
 from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .._guard import log_once, never_raise
 from .._spool import Kind, Record, Spool
-from .exporters import EncodedSpans, takes_encoded_spans
-from .spooled import encoded_request, record_of
+from .exporters import EncodedSpans, spooled_exporter_index
+from .otlp_wire import SpanSnapshot
+from .spooled import encoded_request, record_of, record_of_snapshot
 
 ExporterFactory = Callable[..., SpanExporter]
 """An exporter class, or a callable that builds one configured (see ``console.py``)."""
@@ -48,93 +49,37 @@ def _env_number(name: str, default: float) -> float:
     return value if value > 0 else default
 
 
-class SpoolSender:
-    """Sends a spool's records to one exporter from a thread of its own; marks what arrived.
+def export_batch_size() -> int:
+    """Spans per export: ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else the package's default."""
+    return int(_env_number(BATCH_SIZE_VARIABLE, DEFAULT_EXPORT_BATCH_SIZE))
 
-    It wakes every ``OTEL_BSP_SCHEDULE_DELAY``, or as soon as a batch's worth of spans ended
-    or a quarter of the ring filled (busy workers must not fill it between two passes); a
-    failed export leaves the records where they are, for the next pass.
+
+def schedule_delay_s() -> float:
+    """The longest a finished span waits to be sent: ``OTEL_BSP_SCHEDULE_DELAY``."""
+    return _env_number(SCHEDULE_DELAY_VARIABLE, DEFAULT_SCHEDULE_DELAY_MS) / 1e3
+
+
+def send_at_once(spool: Spool, record: Record, exporter: SpanExporter) -> bool:
+    """Export one spooled record now, held meanwhile; marked sent, or pending again for the
+    exporting process if the export failed.
+
+    A worker killed between the collector's answer and the mark leaves it held: the exporting
+    process sends it again once the slot's next worker took over, so it can arrive twice in
+    that one round trip, never not at all.
     """
-
-    def __init__(self, spool: Spool, exporter: SpanExporter, batch_size: int) -> None:
-        self.spool = spool
-        self.exporter = exporter
-        self.batch_size = batch_size
-        self.delay_s = _env_number(SCHEDULE_DELAY_VARIABLE, DEFAULT_SCHEDULE_DELAY_MS) / 1e3
-        self._ended = 0  # spans appended since the last pass (a hint, read without the lock)
-        self._ended_bytes = 0
-        self._wake_at_bytes = spool.ring_size // 4
-        self._wakeup = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="wide-events-spool", daemon=True)
-        self._thread.start()
-
-    def appended(self, size: int) -> None:
-        self._ended += 1
-        self._ended_bytes += size
-        if (
-            self._ended >= self.batch_size or self._ended_bytes >= self._wake_at_bytes
-        ) and not self._wakeup.is_set():
-            self._wakeup.set()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wakeup.wait(self.delay_s)
-            self._wakeup.clear()
-            self._ended = self._ended_bytes = 0
-            with _send_guard:
-                while self.send_once() and not self._stopping:
-                    pass
-
-    def send_once(self) -> bool:
-        """Export one batch of pending records; True if it was a full one (more may be waiting).
-
-        A pass goes on only while batches are full: under steady load, sending whatever
-        trickled in during the last export would mean an export (and a wake-up of the
-        exporter's threads) every request or two, not every batch.
-        """
-        records = self.spool.pending(MAX_REQUEST_BYTES, self.batch_size)
-        if not records or not self.send(records, self.exporter):
-            return False
-        return len(records) >= self.batch_size or (
-            sum(len(record.payload) for record in records) >= MAX_REQUEST_BYTES // 2
+    spool.hold([record])
+    delivered = False
+    try:
+        payload, count = encoded_request([record.payload])
+        delivered = not count or (
+            exporter.export(EncodedSpans(payload, count)) is SpanExportResult.SUCCESS
         )
-
-    def send(self, records: list[Record], exporter: SpanExporter) -> bool:
-        """Export ``records`` (held meanwhile); mark them sent, or pending again on failure.
-
-        A worker killed between the collector's answer and the mark leaves them held: the
-        master sends them again, so a batch can arrive twice in that one round trip, never
-        not at all.
-        """
-        self.spool.hold(records)
-        delivered = False
-        try:
-            payload, count = encoded_request(record.payload for record in records)
-            delivered = not count or (
-                exporter.export(EncodedSpans(payload, count)) is SpanExportResult.SUCCESS
-            )
-        finally:
-            if delivered:
-                self.spool.mark_sent(records)
-            else:
-                self.spool.release(records)
-        return delivered
-
-    def flush(self, deadline: float) -> bool:
-        """Send everything pending, until ``deadline`` (monotonic); True if nothing is left."""
-        while time.monotonic() < deadline:
-            records = self.spool.pending(MAX_REQUEST_BYTES, self.batch_size)
-            if not records:
-                return True
-            if not self.send(records, self.exporter):
-                time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
-        return not self.spool.pending(MAX_REQUEST_BYTES, 1)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wakeup.set()
-        self._thread.join(5)
+    finally:
+        if delivered:
+            spool.mark_sent([record])
+        else:
+            spool.release([record])
+    return delivered
 
 
 def build_exporter(exporter_type: ExporterFactory, timeout_s: float | None) -> SpanExporter:
@@ -148,12 +93,13 @@ def build_exporter(exporter_type: ExporterFactory, timeout_s: float | None) -> S
 
 
 class WorkerSpanProcessor(SpanProcessor):
-    """Spools or batches spans to exporters built in this process; drops them until ``start()``.
+    """Spools spans, or batches them to exporters built in this process; drops them until
+    ``start()``.
 
     A span marked urgent (a timeout event, whose worker may be killed any moment) skips the
     wait: ``on_end`` exports it at once, in the ending thread, through exporters of its own
     whose timeout is short enough to finish before gunicorn's SIGKILL. In the spool it is
-    precious: if that export fails it stays, for the next pass, worker or master.
+    precious: if that export fails it stays, for the exporting process to send.
     """
 
     def __init__(self, exporter_types: Sequence[ExporterFactory]) -> None:
@@ -162,30 +108,31 @@ class WorkerSpanProcessor(SpanProcessor):
         self._exporters: tuple[SpanExporter, ...] = ()
         self._urgent_exporters: tuple[SpanExporter, ...] = ()
         self._urgent: set[int] = set()
-        self._sender: SpoolSender | None = None
+        self._spool: Spool | None = None
         self._urgent_spooled: SpanExporter | None = None
         self.urgent_delivered: dict[int, bool] = {}
         """Whether each urgent span (by span id) reached the collector at once."""
 
     def start(self, urgent_timeout_s: float | None = None, spool: Spool | None = None) -> None:
-        self._exporters = tuple(build_exporter(kind, None) for kind in self.exporter_types)
-        batch_size = None if BATCH_SIZE_VARIABLE in os.environ else DEFAULT_EXPORT_BATCH_SIZE
-        batched = list(self._exporters)
-        spooled_index = next(
-            (i for i, exporter in enumerate(batched) if takes_encoded_spans(exporter)), None
+        """Build this worker's exporters; with a ``spool``, the first OTLP one's spans go there
+        instead, for the master's exporting process to send (``spool_exporter.py``)."""
+        spooled_index = spooled_exporter_index(self.exporter_types) if spool is not None else None
+        self._spool = spool if spooled_index is not None else None
+        self._exporters = tuple(
+            build_exporter(kind, None)
+            for index, kind in enumerate(self.exporter_types)
+            if index != spooled_index
         )
-        if spool is not None and spooled_index is not None:
-            spooled = batched.pop(spooled_index)
-            size = batch_size or int(_env_number(BATCH_SIZE_VARIABLE, DEFAULT_EXPORT_BATCH_SIZE))
-            self._sender = SpoolSender(spool, spooled, size)
+        batch_size = None if BATCH_SIZE_VARIABLE in os.environ else DEFAULT_EXPORT_BATCH_SIZE
         self._processors = tuple(
-            BatchSpanProcessor(exporter, max_export_batch_size=batch_size) for exporter in batched
+            BatchSpanProcessor(exporter, max_export_batch_size=batch_size)
+            for exporter in self._exporters
         )
         if urgent_timeout_s is not None:
             self._urgent_exporters = tuple(
                 build_exporter(kind, urgent_timeout_s) for kind in self.exporter_types
             )
-            if self._sender is not None and spooled_index is not None:
+            if spooled_index is not None:
                 self._urgent_spooled = self._urgent_exporters[spooled_index]
 
     def mark_urgent(self, span_id: int) -> None:
@@ -203,9 +150,9 @@ class WorkerSpanProcessor(SpanProcessor):
         if urgent and span.context is not None and span.context.span_id in urgent:
             urgent.discard(span.context.span_id)
             is_urgent = bool(self._urgent_exporters)
-        sender = self._sender
-        if sender is not None:
-            self._spool(sender, span, is_urgent)
+        spool = self._spool
+        if spool is not None:
+            self._to_spool(spool, span, is_urgent)
         if is_urgent:
             for exporter in self._urgent_exporters:
                 if exporter is not self._urgent_spooled:
@@ -214,48 +161,68 @@ class WorkerSpanProcessor(SpanProcessor):
         for processor in self._processors:
             processor.on_end(span)
 
-    def _spool(self, sender: SpoolSender, span: ReadableSpan, is_urgent: bool) -> None:
+    def spools_as_it_is(self, span_id: int) -> Spool | None:
+        """The spool, if a span ending now needs nothing else of this processor: spooled,
+        not urgent, no batch processor beside (the package's server span then skips the
+        ``ReadableSpan``, see ``ServerSpan.end``)."""
+        if self._processors or span_id in self._urgent:
+            return None
+        return self._spool
+
+    def spool_snapshot(
+        self,
+        spool: Spool,
+        span: SpanSnapshot,
+        resource: Resource,
+        scope: InstrumentationScope | None,
+    ) -> None:
+        """Spool a span ending now, as ``otlp_wire.snapshot_of`` gives it."""
+        try:
+            payload = record_of_snapshot(span, resource, scope)
+        except Exception:
+            log_once("spool.encode", "gunicorn-django-wide-events: a span could not be encoded",
+                     exc_info=True)  # fmt: skip
+            return
+        self._append(spool, payload, is_urgent=False)
+
+    def _to_spool(self, spool: Spool, span: ReadableSpan, is_urgent: bool) -> None:
         try:
             payload = record_of(span)
         except Exception:  # a span field the encoder rejects: the stock exporter fails it too
             log_once("spool.encode", "gunicorn-django-wide-events: a span could not be encoded",
                      exc_info=True)  # fmt: skip
             return
+        position = self._append(spool, payload, is_urgent)
+        if not is_urgent:
+            return
+        delivered = False
+        if position is not None and self._urgent_spooled is not None:
+            record = Record(position, Kind.PRECIOUS, 1, payload)
+            with _send_guard:  # on failure the record stays: the exporting process sends it
+                delivered = send_at_once(spool, record, self._urgent_spooled)
+        if span.context is not None:
+            self.urgent_delivered[span.context.span_id] = delivered
+
+    def _append(self, spool: Spool, payload: bytes, is_urgent: bool) -> int | None:
         kind = Kind.PRECIOUS if is_urgent else Kind.PLAIN
         held = is_urgent and self._urgent_spooled is not None
-        position = sender.spool.append(payload, 1, kind, held=held)
-        if position is None or sender.spool.has_dropped:
+        position = spool.append(payload, 1, kind, held=held)
+        if position is None or spool.has_dropped:
             log_once(
                 "spool.full",
                 "gunicorn-django-wide-events: the spool is full (is the collector reachable?); "
                 "the oldest request events make room and are counted on the next event",
             )
-        if not is_urgent:
-            sender.appended(len(payload))
-            return
-        delivered = False
-        if position is not None and self._urgent_spooled is not None:
-            record = Record(position, kind, 1, payload)
-            with _send_guard:  # on failure the record stays: the next pass sends it
-                delivered = sender.send([record], self._urgent_spooled)
-        if span.context is not None:
-            self.urgent_delivered[span.context.span_id] = delivered
+        return position
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        flushed = all(processor.force_flush(timeout_millis) for processor in self._processors)
-        if self._sender is not None:
-            flushed = self._sender.flush(time.monotonic() + timeout_millis / 1e3) and flushed
-        return flushed
+        """The batch processors' spans out; the spool's are in shared memory already."""
+        return all(processor.force_flush(timeout_millis) for processor in self._processors)
 
     def shutdown(self) -> None:
         processors, self._processors = self._processors, ()
         for processor in processors:
             processor.shutdown()  # type: ignore[no-untyped-call]
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            sender.stop()
-            sender.flush(time.monotonic() + sender.delay_s + 5.0)
-            sender.exporter.shutdown()
         urgent_exporters, self._urgent_exporters = self._urgent_exporters, ()
         for exporter in urgent_exporters:
             exporter.shutdown()

@@ -18,7 +18,9 @@ import marshal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .._guard import log_once
 from .otlp_wire import Framings, SpanSnapshot, encode_framed, encode_snapshot, framings, snapshot
@@ -39,7 +41,14 @@ def record_of(span: ReadableSpan) -> bytes:
     Raises:
         Exception: for a span the encoder would refuse (no context, an unknown kind).
     """
-    record = (framings(span.resource, span.instrumentation_scope), (snapshot(span),))
+    return record_of_snapshot(snapshot(span), span.resource, span.instrumentation_scope)
+
+
+def record_of_snapshot(
+    span: SpanSnapshot, resource: Resource, scope: InstrumentationScope | None
+) -> bytes:
+    """The spool record of a span's ``otlp_wire.snapshot_of``, of ``resource`` and ``scope``."""
+    record = (framings(resource, scope), (span,))
     try:
         return marshal.dumps(record)
     except ValueError:  # a value marshal does not take: an Enum, a str subclass, an object

@@ -39,10 +39,7 @@ from opentelemetry.trace import (
 from .. import _attributes as attr
 from .._attributes import EventType, finish_span, span_name
 from .._board import WorkerRequest
-from .._export.exporters import EncodedSpans, takes_encoded_spans
 from .._export.processor import ExporterFactory, build_exporter
-from .._export.spooled import encoded_request
-from .._spool import Record
 
 EXPORT_TIMEOUT_S: Final = 5.0
 
@@ -150,28 +147,13 @@ def export_spans(
         provider.shutdown()
 
 
-def export_spooled(
-    records: Sequence[Record], exporter_types: Sequence[ExporterFactory], timeout_s: float
-) -> None:
-    """In the exporting child: send the spans a dead worker's spool still held."""
-    payload, count = encoded_request(record.payload for record in records)
-    if not count:
-        return
-    for exporter_type in exporter_types:
-        exporter = build_exporter(exporter_type, timeout_s)
-        if takes_encoded_spans(exporter):  # encoded requests go only where OTLP goes
-            exporter.export(EncodedSpans(payload, count))
-        exporter.shutdown()
-
-
 def send_from_child(
     events: Sequence[FallbackEvent],
     exporter_types: Sequence[ExporterFactory],
     inherited_fds: Sequence[int] = (),
-    spooled: Sequence[Record] = (),
     timeout_s: float = EXPORT_TIMEOUT_S,
 ) -> None:
-    """Fork a child that exports the events (and ``spooled`` records) and exits.
+    """Fork a child that exports the events and exits.
 
     gunicorn reaps it, or, once the master has exited, init. The child first closes
     ``inherited_fds`` (gunicorn's listeners): it may live for seconds on a slow collector, and
@@ -184,10 +166,7 @@ def send_from_child(
         for fd in inherited_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if spooled:
-            export_spooled(spooled, exporter_types, timeout_s)
-        if events:
-            export_spans(events, exporter_types, timeout_s)
+        export_spans(events, exporter_types, timeout_s)
         code = 0
     finally:
         os._exit(code)

@@ -25,19 +25,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from .._attributes import EventType
 from .._board import SLOT_ATTRIBUTE, Board, RequestState, WorkerRequest, slot_of
 from .._config import Config
+from .._export.exporters import spooled_exporter_index
 from .._export.handover import ForkSafeExport
 from .._export.log_routing import route_to_gunicorn
+from .._export.processor import export_batch_size, schedule_delay_s
 from .._export.resource import master_resource, worker_resource
 from .._export.spooled import span_ids
 from .._guard import log_once, never_raise
-from .._spool import Kind, Record, Spool
+from .._spool import Spool
 from .fallback import ExitStatuses, exit_reason, fallback_attributes, send_from_child
 from .metrics import MasterMetrics
 from .metrics import exit_reason as metric_exit_reason
 from .monitor import Monitor, register_fork_handlers
+from .spool_exporter import SpoolExporter
 
 MIN_BOARD_SLOTS: Final = 32
-MAX_DRAIN_BYTES: Final = 64 * 2**20  # per slot; a spool is smaller than this
 # Room for the workers gunicorn may fork beyond --workers (TTIN, a slow reap during a reload).
 BOARD_SLOTS_PER_WORKER: Final = 4
 # Requests in flight a worker's slot describes one by one (more are counted, not described):
@@ -65,6 +67,7 @@ class MasterSide:
         self.started_at = time.time()
         self.monitor: Monitor | None = None
         self.metrics: MasterMetrics | None = None
+        self.spool_exporter: SpoolExporter | None = None
         # Replaces gunicorn.arbiter's os module (see _gunicorn.py): child_exit is not told how
         # a worker ended.
         self.exit_statuses = ExitStatuses(os)
@@ -98,6 +101,9 @@ class MasterSide:
         if self.metrics is not None:
             with never_raise("metrics.export"):
                 self.metrics.export_if_due(_listener_fds(server), self.exit_statuses)
+        if self.spool_exporter is not None:
+            with never_raise("spool_exporter.start"):
+                self.spool_exporter.keep_running(_listener_fds(server), self.exit_statuses)
         if self.monitor is not None:
             self.monitor.resume()
 
@@ -112,6 +118,10 @@ class MasterSide:
                 if (slot := slot_of(worker)) is not None
             }
 
+        self.spool_exporter = self._spool_exporter(self.board)
+        if self.spool_exporter is not None:  # forked before the monitor's thread starts
+            with never_raise("spool_exporter.start"):
+                self.spool_exporter.keep_running(_listener_fds(server), self.exit_statuses)
         self.monitor = Monitor(
             self.board,
             self.config.monitor_interval_s,
@@ -121,6 +131,22 @@ class MasterSide:
         self.monitor.start()
         with never_raise("metrics.setup"):
             self.metrics = self._master_metrics(server, self.board, workers)
+
+    def _spool_exporter(self, board: Board) -> SpoolExporter | None:
+        """The process that sends the spools, where there are spools and an OTLP exporter."""
+        processor = self.export.span_processor
+        if not board.spool_bytes or processor is None:
+            return None
+        index = spooled_exporter_index(processor.exporter_types)
+        if index is None:
+            return None
+        return SpoolExporter(
+            board,
+            processor.exporter_types[index],
+            export_batch_size(),
+            schedule_delay_s(),
+            self.config.exit_flush_timeout_s,
+        )
 
     def _master_metrics(
         self, server: Any, board: Board, workers: Callable[[], dict[int, int]]
@@ -246,46 +272,26 @@ class MasterSide:
             events.append((request, attributes, resource))
             if self.metrics is not None:
                 self.metrics.record_request(request, error_type, now)
-        spooled = self._take_plain_leftovers(spool)
-        if events or spooled:
-            send_from_child(
-                events, processor.exporter_types, _listener_fds(server), spooled=spooled
-            )
-
-    @staticmethod
-    def _take_plain_leftovers(spool: Spool | None) -> list[Record]:
-        """A dead worker's unsent request spans, for the master to send now, marked as sent.
-
-        Sent once, by the master's child (a collector down loses them after its retries);
-        timeouts and crashes stay in the spool for the slot's next worker (see ``pre_fork``)
-        or the master's exit, which try again later.
-        """
-        if spool is None:
-            return []
-        records = [
-            record
-            for record in spool.pending(MAX_DRAIN_BYTES, held_too=True)
-            if record.kind == Kind.PLAIN
-        ]
-        spool.mark_sent(records)
-        return records
+        if events:  # the spool's spans are the exporting process's to send
+            send_from_child(events, processor.exporter_types, _listener_fds(server))
 
     def on_exit(self, server: Any) -> None:
         if self.monitor is not None:
             self.monitor.stop()
         with never_raise("board.drain"):
             self._drain(server)
+        if self.spool_exporter is not None:
+            with never_raise("spool_exporter.finish"):
+                self.spool_exporter.finish(_listener_fds(server))
         if self.metrics is not None:
             # Its workers' exits included; gunicorn does not wait for the child.
             self.metrics.export_now(_listener_fds(server), self.config.exit_flush_timeout_s)
 
     def _drain(self, server: Any) -> None:
-        """gunicorn exits: what its killed workers left on the board goes out now.
-
-        Their requests in flight become ``crash`` events (error ``shutdown``) and their spools'
-        spans are sent, from one exporting child bounded by
-        ``WIDE_EVENTS_EXIT_FLUSH_TIMEOUT``; gunicorn does not wait for it.
-        """
+        """gunicorn exits: the requests its killed workers left in flight become ``crash``
+        events (error ``shutdown``), sent from one exporting child bounded by
+        ``WIDE_EVENTS_EXIT_FLUSH_TIMEOUT``; gunicorn does not wait for it. The spools are the
+        exporting process's (``finish``)."""
         board = self.board
         processor = self.export.span_processor
         provider = trace.get_tracer_provider()
@@ -293,12 +299,9 @@ class MasterSide:
             return
         now = time.time()
         events = []
-        spooled = []
         workers = {slot_of(worker): worker for worker in list(server.WORKERS.values())}
         for slot in range(board.capacity):
             spool = board.spool(slot)
-            if spool is not None:
-                spooled += spool.pending(MAX_DRAIN_BYTES, held_too=True)
             if not board.in_flight(slot):
                 continue
             pid, spawned_at = board.read_worker(slot)
@@ -316,12 +319,9 @@ class MasterSide:
                 events.append((request, attributes, resource))
                 if self.metrics is not None:
                     self.metrics.record_request(request, "shutdown", now)
-        if events or spooled:
+        if events:
             send_from_child(
-                events,
-                processor.exporter_types,
-                spooled=spooled,
-                timeout_s=self.config.exit_flush_timeout_s,
+                events, processor.exporter_types, timeout_s=self.config.exit_flush_timeout_s
             )
 
 

@@ -48,6 +48,8 @@ from opentelemetry.trace import (
 from opentelemetry.util import types
 
 from .._attributes import exception_type_name
+from .._export.otlp_wire import snapshot_of
+from .._export.processor import WorkerSpanProcessor
 
 _UNSET: Final = Status(StatusCode.UNSET)
 
@@ -273,23 +275,49 @@ class ServerSpan(trace.Span):
         if self._end_time is not None:
             return
         self._end_time = end_time if end_time is not None else time.time_ns()
-        processor = self._factory.processor
+        factory = self._factory
+        processor = factory.processor
         processor._on_ending(self)  # type: ignore[arg-type]
+        processors = processor._span_processors
+        if len(processors) == 1 and isinstance(processors[0], WorkerSpanProcessor):
+            spool = processors[0].spools_as_it_is(self._context.span_id)
+            if spool is not None and not self._limits_bite():
+                # Straight into the spool: no ReadableSpan, no copy of the attributes.
+                snapshot = snapshot_of(
+                    self._context,
+                    self._parent,
+                    self._name,
+                    SpanKind.SERVER,
+                    (self._start_time, self._end_time),
+                    (self._attributes, 0),
+                    (self._events, 0),
+                    (self._links, 0),
+                    self._status,
+                )
+                processors[0].spool_snapshot(spool, snapshot, factory.resource, factory.scope)
+                return
         processor.on_end(self._readable())
+
+    def _limits_bite(self) -> bool:
+        """Whether the SDK's span limits change the attributes (rare): then the span ends
+        through a ``ReadableSpan``, with the SDK's ``BoundedAttributes``."""
+        limits = self._factory.limits
+        max_count = limits.max_span_attributes
+        return bool(
+            self._dropped_attributes
+            or limits.max_span_attribute_length is not None
+            or (max_count is not None and len(self._attributes) > max_count)
+        )
 
     def _bounded_attributes(self) -> types.Attributes:
         """A copy of the attributes (a timed-out request's thread may still write to them),
         bounded by the SDK's limits where they bite, which is rare."""
         attributes = dict(self._attributes)
+        if not self._limits_bite():
+            return attributes
         limits = self._factory.limits
         max_count = limits.max_span_attributes
         max_length = limits.max_span_attribute_length
-        if (
-            not self._dropped_attributes
-            and max_length is None
-            and (max_count is None or len(attributes) <= max_count)
-        ):
-            return attributes
         # BoundedAttributes keeps the newest and counts the dropped, which ReadableSpan reports.
         bounded = BoundedAttributes(max_count, attributes, max_value_len=max_length)
         bounded.dropped += self._dropped_attributes
