@@ -377,16 +377,22 @@ def receiver(otlp_receiver: OtlpReceiver) -> OtlpReceiver:
     return otlp_receiver
 
 
+# The spools' exporter names itself right after its fork: a younger child is not told yet.
+NAMING_WINDOW_S = 0.1
+
+
 def workers_of(master_pid: int) -> list[psutil.Process]:
-    """The children of a gunicorn master but its spools' exporting process: its workers."""
+    """The children of a gunicorn master but its spools' exporting process: its workers
+    (once they are old enough to be told from a just-forked exporter)."""
     try:
         children = psutil.Process(master_pid).children(recursive=False)
     except psutil.NoSuchProcess:
         return []
     workers = []
+    now = time.time()
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
-            if child.name() != SPOOL_EXPORTER_NAME:
+            if child.name() != SPOOL_EXPORTER_NAME and now - child.create_time() > NAMING_WINDOW_S:
                 workers.append(child)
     return workers
 

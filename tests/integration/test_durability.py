@@ -106,12 +106,18 @@ def test_with_the_spool_off_a_stopping_worker_still_sends_what_it_batched(
     wait_for_each_once(receiver, exchanges)
 
 
-def spool_exporter_of(server: GunicornServer) -> psutil.Process:
-    (exporter,) = [
+def spool_exporter_of(server: GunicornServer) -> psutil.Process | None:
+    exporters = [
         child
         for child in psutil.Process(server.pid).children()
         if child.name() == SPOOL_EXPORTER_NAME
     ]
+    return exporters[0] if len(exporters) == 1 else None
+
+
+def the_spool_exporter_of(server: GunicornServer) -> psutil.Process:
+    exporter = spool_exporter_of(server)
+    assert exporter is not None, "no spools' exporter"
     return exporter
 
 
@@ -123,10 +129,15 @@ def test_a_killed_spool_exporter_is_replaced_and_what_it_had_not_sent_arrives(
     another after its next turn, which sends them, and those served meanwhile."""
     server = gunicorn_server(protocol=protocol, env=DEFAULT_BATCH_DELAY)
     server.wait_for_workers(1)
-    first = spool_exporter_of(server)
+    first = the_spool_exporter_of(server)
     exchanges = [send(server, f"/items/{n}/") for n in range(20)]
     first.kill()
-    wait_until(lambda: spool_exporter_of(server).pid != first.pid, what="another spools' exporter")
+
+    def replaced() -> bool:
+        exporter = spool_exporter_of(server)
+        return exporter is not None and exporter.pid != first.pid
+
+    wait_until(replaced, what="another spools' exporter")
     exchanges += [send(server, f"/items/{n}/") for n in range(20, 25)]
 
     wait_for_each_once(receiver, exchanges)
@@ -141,7 +152,7 @@ def test_the_spool_exporter_outlives_a_term_to_the_process_group(
     once gunicorn says so, and exits."""
     server = gunicorn_server(env=DEFAULT_BATCH_DELAY)
     server.wait_for_workers(1)
-    exporter = spool_exporter_of(server)
+    exporter = the_spool_exporter_of(server)
     exchanges = [send(server, f"/items/{n}/") for n in range(10)]
     slow = send_in_background(server, "/slow/?seconds=3")
     wait_until(lambda: in_flight(server) == 1, what="the slow request in flight")
@@ -169,6 +180,21 @@ def test_the_spool_exporter_outlives_a_term_to_the_process_group(
     wait_for_each_once(receiver, exchanges)
     assert len(receiver.events_for("/slow/")) == 1
     exporter.wait(timeout=10)
+
+
+def test_a_sigkilled_masters_spools_are_sent_by_its_exporter(
+    gunicorn_server: StartGunicorn, receiver: OtlpReceiver
+) -> None:
+    """The master SIGKILLed (5 s batch delay, so nothing was sent yet): its exporter sees it
+    gone and sends what the spools hold, then exits."""
+    server = gunicorn_server(env={**DEFAULT_BATCH_DELAY, "WIDE_EVENTS_EXIT_FLUSH_TIMEOUT": "3"})
+    server.wait_for_workers(1)
+    exporter = the_spool_exporter_of(server)
+    exchanges = [send(server, f"/items/{n}/") for n in range(20)]
+    os.kill(server.pid, signal.SIGKILL)
+
+    wait_for_each_once(receiver, exchanges)
+    exporter.wait(timeout=3 + 5)
 
 
 def test_events_before_a_timeout_that_gunicorn_enforces_by_sigkill_survive(

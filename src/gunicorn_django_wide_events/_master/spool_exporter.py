@@ -162,6 +162,7 @@ class SpoolExporter:
         pid = os.fork()
         if pid:
             return pid
+        _name_process(PROCESS_NAME)  # first: until then it looks like a worker
         code = 1
         try:
             for fd in inherited_fds:
@@ -174,7 +175,6 @@ class SpoolExporter:
 
     def _run(self, master_pid: int, finish_at_once: bool) -> None:
         """The process: pass after pass until told to finish, then the last ones, bounded."""
-        _name_process(PROCESS_NAME)
         first_record_only.reset()  # its first export error is logged, as a worker's is
         finishing = threading.Event()
         if finish_at_once:
