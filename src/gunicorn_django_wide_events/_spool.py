@@ -29,8 +29,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 _HEADER: Final = struct.Struct("=QQI4x")  # head, tail, dropped: the writer's
 _ACKNOWLEDGED: Final = struct.Struct("=Q")  # the exporting process's, after the writer's
@@ -52,12 +51,11 @@ class State:
     HELD: Final = 2  # being sent at once by the thread that ended it (a timeout event)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     position: int  # where its header starts, as a byte position (not modulo the ring)
     kind: int
     spans: int
-    payload: bytes
+    payload: bytes | memoryview
 
 
 def _aligned(size: int) -> int:
@@ -114,12 +112,17 @@ class Spool:
     def _at(self, position: int) -> int:
         return self._ring_at + position % self.ring_size
 
-    def _record_at(self, position: int) -> tuple[int, int, int, int]:
-        """length, kind, state, spans of the record at ``position`` (length _WRAP: a marker)."""
-        at = self._at(position)
+    def _record_at(
+        self, position: int, copy: memoryview | None = None, start: int = 0
+    ) -> tuple[int, int, int, int]:
+        """length, kind, state, spans of the record at ``position`` (length _WRAP: a marker),
+        read from the ring, or from ``copy``, which holds the ring's bytes from ``start``."""
         if self.ring_size - position % self.ring_size < _RECORD.size:
             return _WRAP, 0, 0, 0  # too little ring left for a header: skipped as if marked
-        length, kind, state, spans = _RECORD.unpack_from(self._buffer, at)
+        if copy is None:
+            length, kind, state, spans = _RECORD.unpack_from(self._buffer, self._at(position))
+        else:
+            length, kind, state, spans = _RECORD.unpack_from(copy, position - start)
         return int(length), int(kind), int(state), int(spans)
 
     def _next(self, position: int, length: int) -> int:
@@ -265,21 +268,32 @@ class Spool:
         record the writer overwrote meanwhile (the tail passed it) is left out.
         """
         head, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
-        through = max(self.acknowledged(), tail)
+        through = start = max(self.acknowledged(), tail)
+        # One copy of what waits, read from there: the records' payloads are views of it.
+        copy = memoryview(self._copy(start, head))
         found: list[Record] = []
         total = 0
-        for position, length, kind, state, spans in self._walk(head, through):
+        for position, length, kind, state, spans in self._walk(start + len(copy), start, copy):
             if state == State.HELD and not held_too:
                 break
             if state != State.SENT:
                 if found and (total + length > limit_bytes or len(found) == limit_records):
                     break
-                at = self._at(position) + _RECORD.size
-                found.append(Record(position, kind, spans, bytes(self._buffer[at : at + length])))
+                at = position - start + _RECORD.size
+                found.append(Record(position, kind, spans, copy[at : at + length]))
                 total += length
             through = self._next(position, length)
         _, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
         return [record for record in found if record.position >= tail], max(through, tail)
+
+    def _copy(self, start: int, end: int) -> bytes:
+        """The ring's bytes from position ``start`` to ``end``, across its end if need be."""
+        first = self._at(start)
+        if end - start <= self.ring_size - start % self.ring_size:
+            return bytes(self._buffer[first : first + end - start])
+        to_end = bytes(self._buffer[first : self._ring_at + self.ring_size])
+        rest = end - start - len(to_end)
+        return to_end + bytes(self._buffer[self._ring_at : self._ring_at + rest])
 
     def unsent_bytes(self) -> int:
         """Bytes of records past the acknowledged position (a cheap look, no walk)."""
@@ -332,10 +346,14 @@ class Spool:
                 tail = self._next(tail, length)
             self._write_header(head, tail, dropped)
 
-    def _walk(self, head: int, tail: int) -> Iterator[tuple[int, int, int, int, int]]:
+    def _walk(
+        self, head: int, tail: int, copy: memoryview | None = None
+    ) -> Iterator[tuple[int, int, int, int, int]]:
+        """The records from ``tail`` to ``head``: of the ring, or of ``copy`` of it (which
+        starts at ``tail`` and ends at ``head``)."""
         position = tail
         while position < head:
-            length, kind, state, spans = self._record_at(position)
+            length, kind, state, spans = self._record_at(position, copy, tail)
             if length != _WRAP:
                 if length > self.ring_size:  # a torn header (a writer died mid-append): stop
                     return

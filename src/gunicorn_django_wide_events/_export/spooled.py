@@ -56,7 +56,7 @@ def record_of_snapshot(
         return marshal.dumps((frame, tuple(map(_plain_snapshot, spans))))
 
 
-def encoded_request(records: Iterable[bytes]) -> tuple[bytes, int]:
+def encoded_request(records: Iterable[bytes | memoryview]) -> tuple[bytes, int]:
     """The OTLP request of ``records``' spans, and how many spans it holds.
 
     A record that cannot be read or encoded (a negative time, an id out of range) is logged
