@@ -181,7 +181,8 @@ class MasterSide:
         setattr(worker, SLOT_ATTRIBUTE, slot)
 
     def _assign_slot(self) -> int | None:
-        """A free slot whose spool holds a dead worker's spans first: its new worker sends them."""
+        """A free slot whose spool still holds a dead worker's spans first: its new worker
+        gives the exporter back what the dead one's thread held (``Spool.adopt``)."""
         board = self.board
         if board is None:
             return None

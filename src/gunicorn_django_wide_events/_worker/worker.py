@@ -62,7 +62,7 @@ class WorkerSide:
         spool = None
         if slot is not None and board is not None:
             self.slot = WorkerSlot(board, slot)
-            spool = self.slot.spool  # what the slot's last worker left is sent first
+            spool = self.slot.spool  # what the last worker's thread held goes back to the exporter
             if spool is not None:
                 spool.adopt()
         # The logs and metrics pipelines too: the app's log records and every metric point
