@@ -283,7 +283,7 @@ class MasterSide:
             self._drain(server)
         if self.spool_exporter is not None:
             with never_raise("spool_exporter.finish"):
-                self.spool_exporter.finish(_listener_fds(server))
+                self.spool_exporter.finish(_listener_fds(server), self.exit_statuses)
         if self.metrics is not None:
             # Its workers' exits included; gunicorn does not wait for the child.
             self.metrics.export_now(_listener_fds(server), self.config.exit_flush_timeout_s)

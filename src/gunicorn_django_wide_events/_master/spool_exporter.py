@@ -138,24 +138,38 @@ class SpoolExporter:
         self.pid: int | None = None
 
     def keep_running(self, inherited_fds: Sequence[int], exit_statuses: Any) -> None:
-        """Fork the process unless it runs (gunicorn reaps it; ``exit_statuses`` says so)."""
-        if self.pid is not None and exit_statuses.pop(self.pid) is None:
-            return
+        """Fork the process unless it runs."""
         if self.pid is not None:
+            if self._alive(exit_statuses):
+                return
             log_once(
                 "spool_exporter.restart",
                 "gunicorn-django-wide-events: the spools' exporting process ended; "
                 "starting another",
             )
+            self.pid = None  # a failed fork is tried again at the next turn
         self.pid = self._fork(inherited_fds, finish_at_once=False)
 
-    def finish(self, inherited_fds: Sequence[int]) -> None:
-        """gunicorn exits: the process sends what is left and ends; nobody waits for it."""
-        if self.pid is not None:
+    def finish(self, inherited_fds: Sequence[int], exit_statuses: Any) -> None:
+        """gunicorn exits: the process sends what is left and ends; nobody waits for it. If
+        it is not running, one is forked that does only that."""
+        if self.pid is not None and self._alive(exit_statuses):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, _FINISH_SIGNAL)
                 return
         self.pid = self._fork(inherited_fds, finish_at_once=True)
+
+    def _alive(self, exit_statuses: Any) -> bool:
+        """Whether the process runs: gunicorn did not reap it (``exit_statuses`` would say),
+        and it is no zombie waiting to be reaped."""
+        assert self.pid is not None
+        if exit_statuses.pop(self.pid) is not None:
+            return False
+        try:
+            reaped, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return reaped == 0
 
     def _fork(self, inherited_fds: Sequence[int], *, finish_at_once: bool) -> int:
         master_pid = os.getpid()
