@@ -13,6 +13,7 @@ import contextlib
 import functools
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import pytest
 
 from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
 from tests.integration.otlp_receiver import OtlpReceiver
+from tests.waiting import wait_until
 
 LOOPBACK = "127.0.0.1"
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -171,8 +173,10 @@ class GunicornServer:
     # ------------------------------------------------------------ processes
 
     def worker_pids(self) -> list[int]:
-        """Pids of the master's current workers (its children but the spools' exporter)."""
-        return sorted(worker.pid for worker in workers_of(self.pid))
+        """Pids of the master's current workers: its children that gunicorn booted as workers
+        (not the spools' exporter, nor a short-lived exporting child)."""
+        booted = {int(pid) for pid in BOOTED_WORKER.findall(self.log_text())}
+        return sorted(worker.pid for worker in workers_of(self.pid) if worker.pid in booted)
 
     def wait_for_workers(self, count: int, timeout: float = STARTUP_TIMEOUT) -> list[int]:
         """Wait until the master has at least ``count`` workers; return their pids.
@@ -377,24 +381,45 @@ def receiver(otlp_receiver: OtlpReceiver) -> OtlpReceiver:
     return otlp_receiver
 
 
-# The spools' exporter names itself right after its fork: a younger child is not told yet.
-NAMING_WINDOW_S = 0.1
+# What gunicorn's arbiter logs in each worker it forks, whatever its class.
+BOOTED_WORKER = re.compile(r"Booting worker with pid: (\d+)")
 
 
 def workers_of(master_pid: int) -> list[psutil.Process]:
-    """The children of a gunicorn master but its spools' exporting process: its workers
-    (once they are old enough to be told from a just-forked exporter)."""
+    """The children of a gunicorn master but its spools' exporting process (by its name,
+    which it takes right after its fork: a child this young may still be it)."""
     try:
         children = psutil.Process(master_pid).children(recursive=False)
     except psutil.NoSuchProcess:
         return []
     workers = []
-    now = time.time()
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
-            if child.name() != SPOOL_EXPORTER_NAME and now - child.create_time() > NAMING_WINDOW_S:
+            if child.name() != SPOOL_EXPORTER_NAME:
                 workers.append(child)
     return workers
+
+
+def spool_exporter_of(master_pid: int) -> psutil.Process | None:
+    """The master's spools' exporting process, if it runs (and took its name) now."""
+    try:
+        children = psutil.Process(master_pid).children(recursive=False)
+    except psutil.NoSuchProcess:
+        return None
+    exporters = []
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() == SPOOL_EXPORTER_NAME:
+                exporters.append(child)
+    return exporters[0] if len(exporters) == 1 else None
+
+
+def the_spool_exporter_of(master_pid: int) -> psutil.Process:
+    """The master's spools' exporting process, waited for."""
+    wait_until(lambda: spool_exporter_of(master_pid) is not None, what="the spools' exporter")
+    exporter = spool_exporter_of(master_pid)
+    assert exporter is not None
+    return exporter
 
 
 class GunicornLauncher:

@@ -12,7 +12,7 @@ import signal
 
 import psutil
 
-from tests.integration.conftest import StartGunicorn, workers_of
+from tests.integration.conftest import BOOTED_WORKER, StartGunicorn, workers_of
 from tests.integration.otlp_receiver import OtlpReceiver
 from tests.integration.test_monitor_and_board import (
     FORK_WARNING,
@@ -34,16 +34,21 @@ def test_after_usr2_and_the_old_masters_exit_the_new_workers_send_whole_events(
 
     os.kill(server.pid, signal.SIGUSR2)
 
+    def booted(children: list[psutil.Process]) -> list[int]:
+        """Those gunicorn booted as workers (the log is the old and the new master's)."""
+        pids = {int(pid) for pid in BOOTED_WORKER.findall(server.log_text())}
+        return [child.pid for child in children if child.pid in pids]
+
     def new_master() -> psutil.Process | None:
         for child in old_master.children():
-            if child.pid not in old_workers and len(workers_of(child.pid)) == 2:
+            if child.pid not in old_workers and len(booted(workers_of(child.pid))) == 2:
                 return child
         return None
 
     wait_until(lambda: new_master() is not None, what="a new master with two workers")
     master = new_master()
     assert master is not None
-    new_workers = {worker.pid for worker in workers_of(master.pid)}
+    new_workers = set(booted(workers_of(master.pid)))
     os.kill(server.pid, signal.SIGTERM)
     assert server.process.wait(30) == 0
 

@@ -23,8 +23,13 @@ from typing import Any
 import psutil
 import pytest
 
-from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
-from tests.integration.conftest import VENV_BIN, GunicornServer, StartGunicorn
+from tests.integration.conftest import (
+    VENV_BIN,
+    GunicornServer,
+    StartGunicorn,
+    spool_exporter_of,
+    the_spool_exporter_of,
+)
 from tests.integration.events import Exchange, send
 from tests.integration.otlp_receiver import OtlpReceiver
 from tests.waiting import wait_until
@@ -106,21 +111,6 @@ def test_with_the_spool_off_a_stopping_worker_still_sends_what_it_batched(
     wait_for_each_once(receiver, exchanges)
 
 
-def spool_exporter_of(server: GunicornServer) -> psutil.Process | None:
-    exporters = [
-        child
-        for child in psutil.Process(server.pid).children()
-        if child.name() == SPOOL_EXPORTER_NAME
-    ]
-    return exporters[0] if len(exporters) == 1 else None
-
-
-def the_spool_exporter_of(server: GunicornServer) -> psutil.Process:
-    exporter = spool_exporter_of(server)
-    assert exporter is not None, "no spools' exporter"
-    return exporter
-
-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_killed_spool_exporter_is_replaced_and_what_it_had_not_sent_arrives(
     gunicorn_server: StartGunicorn, receiver: OtlpReceiver, protocol: str
@@ -129,12 +119,12 @@ def test_a_killed_spool_exporter_is_replaced_and_what_it_had_not_sent_arrives(
     another after its next turn, which sends them, and those served meanwhile."""
     server = gunicorn_server(protocol=protocol, env=DEFAULT_BATCH_DELAY)
     server.wait_for_workers(1)
-    first = the_spool_exporter_of(server)
+    first = the_spool_exporter_of(server.pid)
     exchanges = [send(server, f"/items/{n}/") for n in range(20)]
     first.kill()
 
     def replaced() -> bool:
-        exporter = spool_exporter_of(server)
+        exporter = spool_exporter_of(server.pid)
         return exporter is not None and exporter.pid != first.pid
 
     wait_until(replaced, what="another spools' exporter")
@@ -152,7 +142,7 @@ def test_the_spool_exporter_outlives_a_term_to_the_process_group(
     once gunicorn says so, and exits."""
     server = gunicorn_server(env=DEFAULT_BATCH_DELAY)
     server.wait_for_workers(1)
-    exporter = the_spool_exporter_of(server)
+    exporter = the_spool_exporter_of(server.pid)
     exchanges = [send(server, f"/items/{n}/") for n in range(10)]
     slow = send_in_background(server, "/slow/?seconds=3")
     wait_until(lambda: in_flight(server) == 1, what="the slow request in flight")
@@ -189,7 +179,7 @@ def test_a_sigkilled_masters_spools_are_sent_by_its_exporter(
     gone and sends what the spools hold, then exits."""
     server = gunicorn_server(env={**DEFAULT_BATCH_DELAY, "WIDE_EVENTS_EXIT_FLUSH_TIMEOUT": "3"})
     server.wait_for_workers(1)
-    exporter = the_spool_exporter_of(server)
+    exporter = the_spool_exporter_of(server.pid)
     exchanges = [send(server, f"/items/{n}/") for n in range(20)]
     os.kill(server.pid, signal.SIGKILL)
 

@@ -11,14 +11,13 @@ import re
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from gunicorn_django_wide_events._master.spool_exporter import PROCESS_NAME as SPOOL_EXPORTER_NAME
 from tests.integration.conftest import (
     StartGunicorn,
     free_port,
     run_gunicorn_until_it_exits,
+    the_spool_exporter_of,
 )
 from tests.integration.events import send, the_event
 from tests.integration.otlp_receiver import OtlpReceiver
@@ -94,11 +93,7 @@ def test_a_slow_collector_holds_up_neither_gunicorns_exit_nor_the_spools_exporte
     )
     receiver.set_delay(60)
     server.wait_for_workers(1)
-    (exporter,) = [
-        child
-        for child in psutil.Process(server.pid).children()
-        if child.name() == SPOOL_EXPORTER_NAME
-    ]
+    exporter = the_spool_exporter_of(server.pid)
     assert server.get("/ok/")[0] == 200
 
     started = time.monotonic()
