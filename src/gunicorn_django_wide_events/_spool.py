@@ -267,8 +267,8 @@ class Spool:
         (held) stops the batch, unless ``held_too`` (the writer is gone). Reads no lock: a
         record the writer overwrote meanwhile (the tail passed it) is left out.
         """
-        head, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
-        through = start = max(self.acknowledged(), tail)
+        head, through, _ = self._read_header()
+        start = through
         # One copy of what waits, read from there: the records' payloads are views of it.
         copy = memoryview(self._copy(start, head))
         found: list[Record] = []
@@ -297,8 +297,8 @@ class Spool:
 
     def unsent_bytes(self) -> int:
         """Bytes of records past the acknowledged position (a cheap look, no walk)."""
-        head, tail, _ = _HEADER.unpack_from(self._buffer, self._header_at)
-        return int(head - max(tail, min(self.acknowledged(), head)))
+        head, tail, _ = self._read_header()
+        return head - tail
 
     def records(self) -> list[bytes]:
         """The payloads of the records not yet passed, sent or not, oldest first."""
